@@ -1,0 +1,1 @@
+//! HTTP actions. (Implementation lands in a later commit.)
