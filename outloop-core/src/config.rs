@@ -516,8 +516,9 @@ fn line_of_key(text: &str, path: &str) -> Option<usize> {
     let mut item: &toml_edit::Item = doc.as_item();
     let mut best = None;
     for seg in split_key_path(path) {
-        let table = item.as_table_like()?;
-        let (key, child) = table.get_key_value(&seg)?;
+        let Some((key, child)) = item.as_table_like().and_then(|t| t.get_key_value(&seg)) else {
+            break;
+        };
         if let Some(span) = key.span().or_else(|| child.span()) {
             best = Some(line_of_offset(text, span.start));
         }
