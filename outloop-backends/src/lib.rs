@@ -1,4 +1,93 @@
 //! Outloop's secret backends. Each lives in its own module behind its own cargo feature.
+//!
+//! [`from_config`] opens every `[backends.*]` table of the host config; kinds not built into
+//! this version are represented by a backend that answers every call with a clear
+//! [`ErrorKind::Unavailable`] error, so a config that names them still loads.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use outloop_core::backend::{Capabilities, SecretBackend};
+use outloop_core::config::HostConfig;
+use outloop_core::{BackendKind, Error, ErrorKind, Result, SecretRef, SecretValue};
 
 #[cfg(feature = "vault")]
 pub mod vault;
+
+/// Opens every backend configured in `config` (a `vault` backend is always configured).
+///
+/// # Errors
+///
+/// [`ErrorKind::Config`] when a backend's settings are invalid or its files lie inside a bound
+/// workspace; the backend's own errors when it cannot be opened.
+pub fn from_config(config: &HostConfig) -> Result<Vec<Arc<dyn SecretBackend>>> {
+    let bound: Vec<PathBuf> = config
+        .tenants
+        .values()
+        .flat_map(|t| t.workspaces.iter().cloned())
+        .collect();
+    let mut out: Vec<Arc<dyn SecretBackend>> = Vec::new();
+    for (name, b) in &config.backends {
+        let kind = BackendKind::from_config_name(&b.kind).ok_or_else(|| {
+            Error::config(format!("backends.{name}.kind: unknown backend kind `{}`", b.kind))
+        })?;
+        match kind {
+            #[cfg(feature = "vault")]
+            BackendKind::Vault => {
+                let v = vault::VaultBackend::open(name, &config.paths, &b.settings, &bound)
+                    .map_err(|e| e.context(format!("backends.{name}")))?;
+                out.push(Arc::new(v));
+            }
+            other => out.push(Arc::new(NotBuilt {
+                name: name.clone(),
+                kind: other,
+            })),
+        }
+    }
+    Ok(out)
+}
+
+/// A configured backend whose kind is not built into this version of Outloop.
+#[derive(Debug)]
+struct NotBuilt {
+    name: String,
+    kind: BackendKind,
+}
+
+impl NotBuilt {
+    fn err(&self) -> Error {
+        Error::new(
+            ErrorKind::Unavailable,
+            format!(
+                "backend `{}` (kind `{}`) is not available in this version of outloop",
+                self.name, self.kind
+            ),
+        )
+    }
+}
+
+#[async_trait]
+impl SecretBackend for NotBuilt {
+    fn kind(&self) -> BackendKind {
+        self.kind
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
+    async fn get(&self, _reference: &SecretRef) -> Result<SecretValue> {
+        Err(self.err())
+    }
+    async fn set(&self, _reference: &SecretRef, _value: SecretValue) -> Result<()> {
+        Err(self.err())
+    }
+    async fn delete(&self, _reference: &SecretRef) -> Result<()> {
+        Err(self.err())
+    }
+    async fn list(&self) -> Result<Vec<SecretRef>> {
+        Err(self.err())
+    }
+}

@@ -1,1 +1,52 @@
-fn main() {}
+//! `outloop`: call approved actions against a client's services without holding the key.
+//!
+//! `main` parses the command line, calls the library and maps errors to one line on stderr
+//! and an exit code: 0 ran, 1 internal error, 2 usage or config error, 3 denied by policy,
+//! 4 backend error, 5 upstream unreachable, timed out or refused by a safety check.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod cli;
+mod commands;
+mod edit;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = match cli::Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            // clap prints help and version to stdout with exit 0, and usage errors with exit 2.
+            let code = e.exit_code();
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(code).unwrap_or(2));
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("outloop: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let json = cli.json_errors();
+    match runtime.block_on(commands::run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("outloop: {}", e.message());
+            if json {
+                let obj = serde_json::json!({
+                    "error": { "kind": e.kind().as_str(), "message": e.message() }
+                });
+                println!("{obj}");
+            }
+            ExitCode::from(u8::try_from(e.kind().exit_code()).unwrap_or(1))
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! End-to-end tests of the `outloop` binary against a real httpbin (see scripts/test.sh) and
+//! a recording loopback upstream.
+
+mod e2e;
+mod support;
