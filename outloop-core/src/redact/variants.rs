@@ -1,0 +1,250 @@
+//! The encoded forms of a secret that the redactor searches for.
+//!
+//! Every buffer here holds secret material, so each lives in a [`Zeroizing`] buffer sized
+//! up front (no reallocation leaves a stray copy behind).
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+use zeroize::Zeroizing;
+
+/// A derived form of a secret: its bytes, zeroized on drop.
+pub(super) type Variant = Zeroizing<Vec<u8>>;
+
+/// Every searchable form of `raw`, raw first, each at least `floor` bytes long.
+///
+/// The list may hold duplicates (for example hex and percent forms that equal the raw value
+/// for some inputs); the caller deduplicates.
+pub(super) fn variants(raw: &[u8], floor: usize) -> Vec<Variant> {
+    let mut out: Vec<Variant> = Vec::new();
+    out.push(copy(raw));
+    base64_forms(raw, &mut out);
+    hex_forms(raw, &mut out);
+    percent_forms(raw, &mut out);
+    json_forms(raw, &mut out);
+    out.retain(|v| v.len() >= floor.max(1));
+    out
+}
+
+fn copy(bytes: &[u8]) -> Variant {
+    let mut v = Zeroizing::new(Vec::with_capacity(bytes.len()));
+    v.extend_from_slice(bytes);
+    v
+}
+
+/// Base64, standard and URL-safe alphabets, padded and unpadded, with the secret at byte
+/// offset 0, 1 or 2 (mod 3) inside a longer encoded string.
+///
+/// At offset 1 the first two output characters also depend on the unknown preceding byte and
+/// at offset 2 the first three do, so those are dropped. At the end, only the characters
+/// fully determined by the secret are "stable" (a following byte changes the next one); the
+/// stable run is registered, and so are the standalone endings (unpadded and padded) so a
+/// secret that ends the encoded string is covered to its last character.
+fn base64_forms(raw: &[u8], out: &mut Vec<Variant>) {
+    for align in 0..3usize {
+        let total = align + raw.len();
+        let mut input = Zeroizing::new(Vec::with_capacity(total));
+        input.resize(align, 0);
+        input.extend_from_slice(raw);
+
+        let skip = [0, 2, 3][align];
+        let stable_end = total / 3 * 4 + total % 3;
+        for engine in [&STANDARD, &URL_SAFE] {
+            let Some(len) = base64::encoded_len(total, true) else {
+                continue;
+            };
+            let mut enc = Zeroizing::new(vec![0u8; len]);
+            let Ok(written) = engine.encode_slice(&*input, &mut enc[..]) else {
+                continue;
+            };
+            enc.truncate(written);
+            let unpadded = enc.iter().rposition(|&b| b != b'=').map_or(0, |i| i + 1);
+            if stable_end > skip {
+                out.push(copy(&enc[skip..stable_end]));
+            }
+            if unpadded > skip {
+                out.push(copy(&enc[skip..unpadded]));
+            }
+            if written > skip {
+                out.push(copy(&enc[skip..written]));
+            }
+        }
+    }
+    // Standard base64 holds `/`, which some JSON encoders (PHP) write as `\/`.
+    let slashed: Vec<Variant> = out
+        .iter()
+        .filter(|v| v.contains(&b'/'))
+        .map(|v| escape_slashes(v))
+        .collect();
+    out.extend(slashed);
+}
+
+fn escape_slashes(v: &[u8]) -> Variant {
+    let mut e = Zeroizing::new(Vec::with_capacity(v.len() * 2));
+    for &b in v {
+        if b == b'/' {
+            e.push(b'\\');
+        }
+        e.push(b);
+    }
+    e
+}
+
+const HEX_LOWER: &[u8; 16] = b"0123456789abcdef";
+const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+
+/// Hex, lower and upper case.
+fn hex_forms(raw: &[u8], out: &mut Vec<Variant>) {
+    for digits in [HEX_LOWER, HEX_UPPER] {
+        let mut e = Zeroizing::new(Vec::with_capacity(raw.len() * 2));
+        for &b in raw {
+            e.push(digits[usize::from(b >> 4)]);
+            e.push(digits[usize::from(b & 0xf)]);
+        }
+        out.push(e);
+    }
+}
+
+/// Which bytes a percent-encoder leaves as they are.
+#[derive(Clone, Copy)]
+enum KeepSet {
+    /// RFC 3986 unreserved: `A-Z a-z 0-9 - . _ ~` (Python `quote(safe='')`, most URL libraries).
+    Unreserved,
+    /// WHATWG `application/x-www-form-urlencoded`: `A-Z a-z 0-9 * - . _`.
+    Form,
+}
+
+impl KeepSet {
+    fn keeps(self, b: u8) -> bool {
+        b.is_ascii_alphanumeric()
+            || match self {
+                KeepSet::Unreserved => matches!(b, b'-' | b'.' | b'_' | b'~'),
+                KeepSet::Form => matches!(b, b'*' | b'-' | b'.' | b'_'),
+            }
+    }
+}
+
+/// Percent-encoding: two keep-sets, either hex case, space as `%20` or `+`.
+fn percent_forms(raw: &[u8], out: &mut Vec<Variant>) {
+    for set in [KeepSet::Unreserved, KeepSet::Form] {
+        for digits in [HEX_UPPER, HEX_LOWER] {
+            for plus in [false, true] {
+                let mut e = Zeroizing::new(Vec::with_capacity(raw.len() * 3));
+                for &b in raw {
+                    if set.keeps(b) {
+                        e.push(b);
+                    } else if plus && b == b' ' {
+                        e.push(b'+');
+                    } else {
+                        e.extend_from_slice(&[
+                            b'%',
+                            digits[usize::from(b >> 4)],
+                            digits[usize::from(b & 0xf)],
+                        ]);
+                    }
+                }
+                out.push(e);
+            }
+        }
+    }
+}
+
+/// How a JSON encoder escapes a string, beyond what JSON requires.
+#[derive(Clone, Copy, Default)]
+struct JsonStyle {
+    /// `/` as `\/` (PHP `json_encode`).
+    slash: bool,
+    /// `<`, `>`, `&` as `\u003c`, `\u003e`, `\u0026` (Go `encoding/json`).
+    html: bool,
+    /// Non-ASCII characters as `\uXXXX`, with surrogate pairs (Python `json.dumps`).
+    ascii: bool,
+    /// Every ASCII byte that is not alphanumeric as `\u00XX` in this hex alphabet.
+    all: Option<&'static [u8; 16]>,
+}
+
+/// The secret as it appears inside a JSON string: serde_json's escaping, plus the common
+/// variations of other encoders. Only values that are valid UTF-8 can appear in JSON text.
+fn json_forms(raw: &[u8], out: &mut Vec<Variant>) {
+    let Ok(text) = std::str::from_utf8(raw) else {
+        return;
+    };
+    let styles = [
+        JsonStyle::default(),
+        JsonStyle {
+            slash: true,
+            ..JsonStyle::default()
+        },
+        JsonStyle {
+            html: true,
+            ..JsonStyle::default()
+        },
+        JsonStyle {
+            ascii: true,
+            ..JsonStyle::default()
+        },
+        JsonStyle {
+            slash: true,
+            ascii: true,
+            ..JsonStyle::default()
+        },
+        JsonStyle {
+            all: Some(HEX_LOWER),
+            ..JsonStyle::default()
+        },
+        JsonStyle {
+            all: Some(HEX_UPPER),
+            ..JsonStyle::default()
+        },
+    ];
+    for style in styles {
+        out.push(json_escape(text, style));
+    }
+}
+
+fn json_escape(text: &str, style: JsonStyle) -> Variant {
+    // At most 6 output bytes per input byte: `\u00XX` for one byte, or a surrogate pair
+    // (12 bytes) for a 4-byte character.
+    let mut e = Zeroizing::new(Vec::with_capacity(text.len() * 6));
+    let mut utf16 = [0u16; 2];
+    for c in text.chars() {
+        let simple: Option<&[u8]> = match c {
+            '"' => Some(b"\\\""),
+            '\\' => Some(b"\\\\"),
+            '\u{8}' => Some(b"\\b"),
+            '\u{c}' => Some(b"\\f"),
+            '\n' => Some(b"\\n"),
+            '\r' => Some(b"\\r"),
+            '\t' => Some(b"\\t"),
+            '/' if style.slash => Some(b"\\/"),
+            _ => None,
+        };
+        if let Some(digits) = style
+            .all
+            .filter(|_| c.is_ascii() && !c.is_ascii_alphanumeric())
+        {
+            push_u_escape(&mut e, c as u16, digits);
+            continue;
+        }
+        if let Some(s) = simple {
+            e.extend_from_slice(s);
+        } else if c < ' ' || (style.html && matches!(c, '<' | '>' | '&')) {
+            push_u_escape(&mut e, c as u16, HEX_LOWER);
+        } else if style.ascii && !c.is_ascii() {
+            for unit in c.encode_utf16(&mut utf16).iter() {
+                push_u_escape(&mut e, *unit, HEX_LOWER);
+            }
+        } else {
+            let mut buf = [0u8; 4];
+            e.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            buf.fill(0);
+        }
+    }
+    utf16.fill(0);
+    e
+}
+
+fn push_u_escape(e: &mut Vec<u8>, unit: u16, digits: &[u8; 16]) {
+    e.extend_from_slice(b"\\u");
+    for shift in [12u16, 8, 4, 0] {
+        e.push(digits[usize::from((unit >> shift) & 0xf)]);
+    }
+}
