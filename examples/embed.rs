@@ -17,7 +17,9 @@ use outloop_core::{BackendKind, MemoryBackend, SecretRef, SecretValue};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let upstream = std::env::args().nth(1).unwrap_or_else(|| "https://api.example.com".into());
+    let upstream = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "https://api.example.com".into());
     let home = std::env::temp_dir().join(format!("outloop-embed-{}", std::process::id()));
     let workspace = home.join("clients/acme");
     std::fs::create_dir_all(&workspace)?;
@@ -54,7 +56,11 @@ allow = ["echo.*"]
     let broker = Broker::builder(config).backend(vault).build()?;
 
     let (ws, actions) = broker.actions_for(&workspace)?;
-    println!("workspace {} belongs to tenant `{}`", ws.root.display(), ws.tenant);
+    println!(
+        "workspace {} belongs to tenant `{}`",
+        ws.root.display(),
+        ws.tenant
+    );
     for a in &actions {
         println!("  may use {} ({})", a.name, a.decision);
     }
@@ -82,7 +88,10 @@ allow = ["echo.*"]
                 params: Default::default(),
             })
             .await?;
-        println!("status {}, {} redaction(s):\n{}", result.status, result.redactions, result.body);
+        println!(
+            "status {}, {} redaction(s):\n{}",
+            result.status, result.redactions, result.body
+        );
     }
     std::fs::remove_dir_all(&home)?;
     Ok(())

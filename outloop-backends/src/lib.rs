@@ -30,7 +30,10 @@ pub fn from_config(config: &HostConfig) -> Result<Vec<Arc<dyn SecretBackend>>> {
     let mut out: Vec<Arc<dyn SecretBackend>> = Vec::new();
     for (name, b) in &config.backends {
         let kind = BackendKind::from_config_name(&b.kind).ok_or_else(|| {
-            Error::config(format!("backends.{name}.kind: unknown backend kind `{}`", b.kind))
+            Error::config(format!(
+                "backends.{name}.kind: unknown backend kind `{}`",
+                b.kind
+            ))
         })?;
         match kind {
             #[cfg(feature = "vault")]

@@ -12,7 +12,9 @@ use outloop_core::broker::Broker;
 use outloop_core::config::{HostConfig, Paths};
 use outloop_core::{BackendKind, Error, ErrorKind, Result, SecretRef, SecretValue};
 
-use crate::cli::{AuditCommand, CallArgs, Cli, Command, ExplainArgs, PolicyCommand, SecretCommand, TenantCommand};
+use crate::cli::{
+    AuditCommand, CallArgs, Cli, Command, ExplainArgs, PolicyCommand, SecretCommand, TenantCommand,
+};
 use crate::edit;
 
 /// Runs one command; returns the process exit code on success.
@@ -23,7 +25,9 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Tenant { command } => match command {
             TenantCommand::Add { name } => {
                 edit::add_tenant(&paths, &name)?;
-                println!("added tenant `{name}`; bind a workspace with `outloop bind <dir> {name}`");
+                println!(
+                    "added tenant `{name}`; bind a workspace with `outloop bind <dir> {name}`"
+                );
                 Ok(0)
             }
             TenantCommand::List => {
@@ -41,10 +45,17 @@ pub async fn run(cli: Cli) -> Result<u8> {
             }
         },
         Command::Bind { dir, tenant } => {
-            let canonical = std::fs::canonicalize(&dir)
-                .map_err(|e| Error::new(ErrorKind::Usage, format!("cannot bind `{}`: {e}", dir.display())))?;
+            let canonical = std::fs::canonicalize(&dir).map_err(|e| {
+                Error::new(
+                    ErrorKind::Usage,
+                    format!("cannot bind `{}`: {e}", dir.display()),
+                )
+            })?;
             if !canonical.is_dir() {
-                return Err(Error::new(ErrorKind::Usage, format!("cannot bind `{}`: not a directory", dir.display())));
+                return Err(Error::new(
+                    ErrorKind::Usage,
+                    format!("cannot bind `{}`: not a directory", dir.display()),
+                ));
             }
             edit::bind(&paths, &canonical, &tenant)?;
             println!("bound {} to tenant `{tenant}`", canonical.display());
@@ -61,7 +72,12 @@ pub async fn run(cli: Cli) -> Result<u8> {
 }
 
 fn cwd() -> Result<PathBuf> {
-    std::env::current_dir().map_err(|e| Error::new(ErrorKind::Io, format!("cannot read the current directory: {e}")))
+    std::env::current_dir().map_err(|e| {
+        Error::new(
+            ErrorKind::Io,
+            format!("cannot read the current directory: {e}"),
+        )
+    })
 }
 
 fn broker(paths: &Paths) -> Result<Broker> {
@@ -74,20 +90,39 @@ fn parse_params(raw: &[String]) -> Result<RawParams> {
     let mut out = RawParams::new();
     for p in raw {
         let (k, v) = p.split_once('=').ok_or_else(|| {
-            Error::new(ErrorKind::Usage, format!("-p expects `key=value`, got `{}`", p.chars().take(40).collect::<String>()))
+            Error::new(
+                ErrorKind::Usage,
+                format!(
+                    "-p expects `key=value`, got `{}`",
+                    p.chars().take(40).collect::<String>()
+                ),
+            )
         })?;
         if k.is_empty() {
-            return Err(Error::new(ErrorKind::Usage, "-p expects `key=value` with a non-empty key"));
+            return Err(Error::new(
+                ErrorKind::Usage,
+                "-p expects `key=value` with a non-empty key",
+            ));
         }
-        if out.insert(k.to_owned(), serde_json::Value::String(v.to_owned())).is_some() {
-            return Err(Error::new(ErrorKind::Usage, format!("parameter `{k}` is given twice")));
+        if out
+            .insert(k.to_owned(), serde_json::Value::String(v.to_owned()))
+            .is_some()
+        {
+            return Err(Error::new(
+                ErrorKind::Usage,
+                format!("parameter `{k}` is given twice"),
+            ));
         }
     }
     Ok(out)
 }
 
 fn vaults(cfg: &HostConfig) -> Result<Vec<VaultBackend>> {
-    let bound: Vec<PathBuf> = cfg.tenants.values().flat_map(|t| t.workspaces.iter().cloned()).collect();
+    let bound: Vec<PathBuf> = cfg
+        .tenants
+        .values()
+        .flat_map(|t| t.workspaces.iter().cloned())
+        .collect();
     cfg.backends
         .iter()
         .filter(|(_, b)| b.kind == BackendKind::Vault.config_name())
@@ -97,7 +132,8 @@ fn vaults(cfg: &HostConfig) -> Result<Vec<VaultBackend>> {
 
 fn init(paths: &Paths) -> Result<u8> {
     let file = paths.config_file();
-    create_private_dir(&paths.config_dir).map_err(|e| Error::io("cannot create", &paths.config_dir, e))?;
+    create_private_dir(&paths.config_dir)
+        .map_err(|e| Error::io("cannot create", &paths.config_dir, e))?;
     if file.exists() {
         println!("config: {} (kept)", file.display());
     } else {
@@ -124,15 +160,21 @@ fn init(paths: &Paths) -> Result<u8> {
 fn read_secret(keep_newline: bool) -> Result<SecretValue> {
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
-        let v = rpassword::prompt_password("secret value (not echoed): ")
-            .map_err(|e| Error::new(ErrorKind::Io, format!("cannot read the secret from the terminal: {e}")))?;
+        let v = rpassword::prompt_password("secret value (not echoed): ").map_err(|e| {
+            Error::new(
+                ErrorKind::Io,
+                format!("cannot read the secret from the terminal: {e}"),
+            )
+        })?;
         return Ok(SecretValue::from_string(v));
     }
     let mut buf = zeroize::Zeroizing::new(Vec::new());
-    stdin
-        .lock()
-        .read_to_end(&mut buf)
-        .map_err(|e| Error::new(ErrorKind::Io, format!("cannot read the secret from stdin: {e}")))?;
+    stdin.lock().read_to_end(&mut buf).map_err(|e| {
+        Error::new(
+            ErrorKind::Io,
+            format!("cannot read the secret from stdin: {e}"),
+        )
+    })?;
     if !keep_newline {
         if buf.ends_with(b"\r\n") {
             buf.truncate(buf.len() - 2);
@@ -143,10 +185,20 @@ fn read_secret(keep_newline: bool) -> Result<SecretValue> {
     Ok(SecretValue::new(std::mem::take(&mut *buf)))
 }
 
-fn backend_for(backends: &[Arc<dyn SecretBackend>], r: &SecretRef) -> Result<Arc<dyn SecretBackend>> {
-    backends.iter().find(|b| b.kind() == r.kind()).cloned().ok_or_else(|| {
-        Error::config(format!("no `[backends.*]` table with kind = \"{}\" for `{r}`", r.kind().config_name()))
-    })
+fn backend_for(
+    backends: &[Arc<dyn SecretBackend>],
+    r: &SecretRef,
+) -> Result<Arc<dyn SecretBackend>> {
+    backends
+        .iter()
+        .find(|b| b.kind() == r.kind())
+        .cloned()
+        .ok_or_else(|| {
+            Error::config(format!(
+                "no `[backends.*]` table with kind = \"{}\" for `{r}`",
+                r.kind().config_name()
+            ))
+        })
 }
 
 async fn secret(paths: &Paths, command: SecretCommand) -> Result<u8> {
@@ -163,18 +215,25 @@ async fn secret(paths: &Paths, command: SecretCommand) -> Result<u8> {
             let backend = backend_for(&backends, &r)?;
             if let Some(t) = &tenant {
                 if !cfg.tenants.contains_key(t) {
-                    return Err(Error::config(format!("no tenant `{t}` in the config; add it with `outloop tenant add {t}`")));
+                    return Err(Error::config(format!(
+                        "no tenant `{t}` in the config; add it with `outloop tenant add {t}`"
+                    )));
                 }
             }
             let value = read_secret(keep_newline)?;
             let floor = cfg.redaction.floor;
             if value.is_empty() {
-                return Err(Error::new(ErrorKind::InvalidSecret, "refused an empty secret value"));
+                return Err(Error::new(
+                    ErrorKind::InvalidSecret,
+                    "refused an empty secret value",
+                ));
             }
             if value.len() < floor {
                 return Err(Error::new(
                     ErrorKind::InvalidSecret,
-                    format!("refused a secret shorter than the redaction floor of {floor} bytes (set [redaction] floor to change it)"),
+                    format!(
+                        "refused a secret shorter than the redaction floor of {floor} bytes (set [redaction] floor to change it)"
+                    ),
                 ));
             }
             backend.set(&r, value).await?;
@@ -225,11 +284,18 @@ fn actions(paths: &Paths, json: bool) -> Result<u8> {
     } else {
         println!("workspace {} (tenant `{}`)", ws.root.display(), ws.tenant);
         if list.is_empty() {
-            println!("no actions are allowed here; see [policy.tenants.{}]", ws.tenant);
+            println!(
+                "no actions are allowed here; see [policy.tenants.{}]",
+                ws.tenant
+            );
         }
         let width = list.iter().map(|a| a.name.len()).max().unwrap_or(0);
         for a in list {
-            let held = if a.decision == "approve" { " (needs approval)" } else { "" };
+            let held = if a.decision == "approve" {
+                " (needs approval)"
+            } else {
+                ""
+            };
             println!("  {:width$}  {}{held}", a.name, a.description);
         }
     }
@@ -248,7 +314,8 @@ async fn call(paths: &Paths, args: CallArgs) -> Result<u8> {
         })
         .await?;
     if args.json {
-        let v = serde_json::to_string(&result).map_err(|e| Error::internal(format!("cannot encode the result: {e}")))?;
+        let v = serde_json::to_string(&result)
+            .map_err(|e| Error::internal(format!("cannot encode the result: {e}")))?;
         println!("{v}");
     } else {
         eprintln!(
@@ -273,7 +340,10 @@ fn explain(paths: &Paths, args: ExplainArgs) -> Result<u8> {
     };
     let e = b.explain(Path::new(&dir), &args.action, &params)?;
     if args.json {
-        println!("{}", serde_json::to_string(&e).map_err(|e| Error::internal(e.to_string()))?);
+        println!(
+            "{}",
+            serde_json::to_string(&e).map_err(|e| Error::internal(e.to_string()))?
+        );
     } else {
         println!("decision: {}", e.decision);
         println!("tenant:   {} (workspace {})", e.tenant, e.workspace);
@@ -289,10 +359,20 @@ fn audit(paths: &Paths, command: AuditCommand) -> Result<u8> {
         AuditCommand::Tail { n, json } => {
             for r in log.tail(Some(n))? {
                 if json {
-                    println!("{}", serde_json::to_string(&r).map_err(|e| Error::internal(e.to_string()))?);
+                    println!(
+                        "{}",
+                        serde_json::to_string(&r).map_err(|e| Error::internal(e.to_string()))?
+                    );
                 } else {
-                    let status = r.status.map(|s| s.to_string()).unwrap_or_else(|| "-".into());
-                    let reason = r.reason.as_deref().map(|s| format!("  {s}")).unwrap_or_default();
+                    let status = r
+                        .status
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| "-".into());
+                    let reason = r
+                        .reason
+                        .as_deref()
+                        .map(|s| format!("  {s}"))
+                        .unwrap_or_default();
                     println!(
                         "{}  {}  {}  {}  {}  {}  redactions={}{}",
                         r.time,
@@ -310,7 +390,10 @@ fn audit(paths: &Paths, command: AuditCommand) -> Result<u8> {
         }
         AuditCommand::Verify => {
             let n = log.verify()?;
-            println!("audit log {}: {n} records, chain intact", log.path().display());
+            println!(
+                "audit log {}: {n} records, chain intact",
+                log.path().display()
+            );
             Ok(0)
         }
     }

@@ -55,7 +55,8 @@ fn save(paths: &Paths, doc: &DocumentMut) -> Result<HostConfig> {
 pub fn write_atomic(file: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let dir = file.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io("cannot write", dir, e))?;
+    let mut tmp =
+        tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io("cannot write", dir, e))?;
     tmp.write_all(bytes)
         .and_then(|()| tmp.as_file().sync_all())
         .map_err(|e| Error::io("cannot write", tmp.path(), e))?;
@@ -71,13 +72,11 @@ pub fn write_atomic(file: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 fn tenants_table(doc: &mut DocumentMut) -> Result<&mut Table> {
-    let item = doc
-        .entry("tenants")
-        .or_insert_with(|| {
-            let mut t = Table::new();
-            t.set_implicit(true);
-            Item::Table(t)
-        });
+    let item = doc.entry("tenants").or_insert_with(|| {
+        let mut t = Table::new();
+        t.set_implicit(true);
+        Item::Table(t)
+    });
     item.as_table_mut()
         .ok_or_else(|| Error::config("`tenants` in the config is not a table"))
 }
@@ -144,7 +143,12 @@ pub fn bind(paths: &Paths, dir: &Path, tenant: &str) -> Result<HostConfig> {
 /// # Errors
 ///
 /// [`outloop_core::ErrorKind::Config`] when the tenant does not exist.
-pub fn set_credential(paths: &Paths, tenant: &str, name: &str, reference: &str) -> Result<HostConfig> {
+pub fn set_credential(
+    paths: &Paths,
+    tenant: &str,
+    name: &str,
+    reference: &str,
+) -> Result<HostConfig> {
     let (_, mut doc) = load_doc(paths)?;
     let t = tenant_mut(&mut doc, tenant)?;
     let creds = t

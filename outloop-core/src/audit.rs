@@ -146,7 +146,11 @@ impl AuditLog {
             let rec: AuditRecord = serde_json::from_str(&line).map_err(|e| {
                 Error::new(
                     ErrorKind::Audit,
-                    format!("audit log {}:{}: not a record: {e}", self.path.display(), i + 1),
+                    format!(
+                        "audit log {}:{}: not a record: {e}",
+                        self.path.display(),
+                        i + 1
+                    ),
                 )
             })?;
             out.push_back(rec);
@@ -178,7 +182,10 @@ impl AuditLog {
         let bad = |line: usize, why: String| {
             Error::new(
                 ErrorKind::Audit,
-                format!("audit log {}:{line}: chain broken: {why}", self.path.display()),
+                format!(
+                    "audit log {}:{line}: chain broken: {why}",
+                    self.path.display()
+                ),
             )
         };
         let Some(body) = bytes.strip_suffix(b"\n") else {
@@ -280,7 +287,10 @@ mod tests {
         }
         assert_eq!(log.verify().unwrap(), 5);
         let recs = log.tail(Some(2)).unwrap();
-        assert_eq!(recs.iter().map(|r| r.action.as_str()).collect::<Vec<_>>(), ["a3", "a4"]);
+        assert_eq!(
+            recs.iter().map(|r| r.action.as_str()).collect::<Vec<_>>(),
+            ["a3", "a4"]
+        );
         assert_eq!(log.tail(None).unwrap()[0].prev, GENESIS);
 
         let mut bytes = std::fs::read(log.path()).unwrap();

@@ -222,12 +222,20 @@ mod tests {
         let b = MemoryBackend::new("vault", BackendKind::Vault);
         let r = SecretRef::parse("vault://acme/token").unwrap();
         assert_eq!(b.get(&r).await.unwrap_err().kind(), ErrorKind::NotFound);
-        b.set(&r, SecretValue::from_string("FAKE-memory-secret".into())).await.unwrap();
-        assert_eq!(b.get(&r).await.unwrap().expose_secret(), b"FAKE-memory-secret");
+        b.set(&r, SecretValue::from_string("FAKE-memory-secret".into()))
+            .await
+            .unwrap();
+        assert_eq!(
+            b.get(&r).await.unwrap().expose_secret(),
+            b"FAKE-memory-secret"
+        );
         assert_eq!(b.reads(), 2);
         assert_eq!(b.list().await.unwrap(), vec![r.clone()]);
         let other = SecretRef::parse("doppler://a/b/C").unwrap();
-        assert_eq!(b.get(&other).await.unwrap_err().kind(), ErrorKind::InvalidReference);
+        assert_eq!(
+            b.get(&other).await.unwrap_err().kind(),
+            ErrorKind::InvalidReference
+        );
         b.delete(&r).await.unwrap();
         assert!(b.list().await.unwrap().is_empty());
         assert!(!format!("{b:?}").contains("FAKE"));

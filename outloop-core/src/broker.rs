@@ -159,7 +159,10 @@ impl BrokerBuilder {
         let client = HttpClient::new(&self.config.egress)?;
         let mut actions: BTreeMap<String, Arc<dyn Action>> = BTreeMap::new();
         for (name, cfg) in &self.config.actions {
-            actions.insert(name.clone(), Arc::new(HttpAction::new(name, cfg, client.clone())?));
+            actions.insert(
+                name.clone(),
+                Arc::new(HttpAction::new(name, cfg, client.clone())?),
+            );
         }
         let mut backends: BTreeMap<BackendKind, Arc<dyn SecretBackend>> = BTreeMap::new();
         for b in self.backends {
@@ -266,7 +269,10 @@ impl Broker {
             Err(e) => {
                 rec.outcome = e.kind().as_str().into();
                 if rec.decision == "error"
-                    && matches!(e.kind(), ErrorKind::PolicyDenied | ErrorKind::UnboundWorkspace)
+                    && matches!(
+                        e.kind(),
+                        ErrorKind::PolicyDenied | ErrorKind::UnboundWorkspace
+                    )
                 {
                     rec.decision = "deny".into();
                 }
@@ -287,7 +293,12 @@ impl Broker {
     }
 
     /// Steps 1 and 2: workspace and tenant, including the named-tenant check.
-    fn identify(&self, dir: &Path, named: Option<&str>, attempt: Option<&mut Attempt>) -> Result<Workspace> {
+    fn identify(
+        &self,
+        dir: &Path,
+        named: Option<&str>,
+        attempt: Option<&mut Attempt>,
+    ) -> Result<Workspace> {
         let ws = workspace::resolve(&self.config, dir)?;
         if let Some(a) = attempt {
             a.record.workspace = ws.dir.display().to_string();
@@ -354,7 +365,9 @@ impl Broker {
         }
 
         // 4. Credentials, for this tenant only.
-        let credentials = self.resolve_credentials(&ws.tenant, action.as_ref()).await?;
+        let credentials = self
+            .resolve_credentials(&ws.tenant, action.as_ref())
+            .await?;
 
         // 6 (prepared). The redactor knows every secret of this request and every backend token.
         let redactor = self.redactor(&credentials)?;
@@ -404,10 +417,9 @@ impl Broker {
     }
 
     async fn resolve_credentials(&self, tenant: &str, action: &dyn Action) -> Result<Credentials> {
-        let tenant_cfg = self
-            .config
-            .tenant(tenant)
-            .ok_or_else(|| Error::internal(format!("tenant `{tenant}` vanished from the config")))?;
+        let tenant_cfg = self.config.tenant(tenant).ok_or_else(|| {
+            Error::internal(format!("tenant `{tenant}` vanished from the config"))
+        })?;
         let mut out = Credentials::new();
         for name in action.credentials() {
             let entry = tenant_cfg.credentials.get(&name).ok_or_else(|| {
@@ -424,9 +436,10 @@ impl Broker {
                     ),
                 ));
             }
-            let value = self.fetch(tenant, &entry.reference).await.map_err(|e| {
-                e.context(format!("credential `{name}` of tenant `{tenant}`"))
-            })?;
+            let value = self
+                .fetch(tenant, &entry.reference)
+                .await
+                .map_err(|e| e.context(format!("credential `{name}` of tenant `{tenant}`")))?;
             out.insert(name, value);
         }
         Ok(out)
@@ -436,10 +449,17 @@ impl Broker {
         let backend = self.backends.get(&reference.kind()).ok_or_else(|| {
             Error::new(
                 ErrorKind::Unavailable,
-                format!("no `{}` backend is available for `{reference}`", reference.kind()),
+                format!(
+                    "no `{}` backend is available for `{reference}`",
+                    reference.kind()
+                ),
             )
         })?;
-        let key = (tenant.to_owned(), backend.name().to_owned(), reference.clone());
+        let key = (
+            tenant.to_owned(),
+            backend.name().to_owned(),
+            reference.clone(),
+        );
         if let Some(v) = self.lock_cache().get(&key) {
             return Ok(v.clone());
         }

@@ -202,7 +202,10 @@ impl<'de> Deserialize<'de> for CredentialEntry {
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a secret reference string or a table `{ ref = \"…\", pin = { … } }`")
             }
-            fn visit_str<E: serde::de::Error>(self, s: &str) -> std::result::Result<Self::Value, E> {
+            fn visit_str<E: serde::de::Error>(
+                self,
+                s: &str,
+            ) -> std::result::Result<Self::Value, E> {
                 let reference = SecretRef::parse(s).map_err(|e| E::custom(e.message()))?;
                 Ok(CredentialEntry {
                     reference,
@@ -213,7 +216,8 @@ impl<'de> Deserialize<'de> for CredentialEntry {
                 self,
                 map: A,
             ) -> std::result::Result<Self::Value, A::Error> {
-                let long = CredentialLong::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                let long =
+                    CredentialLong::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
                 Ok(CredentialEntry {
                     reference: long.reference,
                     pin: long.pin,
@@ -486,7 +490,13 @@ pub struct HostConfig {
 }
 
 /// Turns a TOML or serde error into one line: `file:line: key.path: message`.
-fn located(file: &Path, text: &str, path: &str, span: Option<std::ops::Range<usize>>, msg: &str) -> Error {
+fn located(
+    file: &Path,
+    text: &str,
+    path: &str,
+    span: Option<std::ops::Range<usize>>,
+    msg: &str,
+) -> Error {
     let line = span
         .map(|s| line_of_offset(text, s.start))
         .or_else(|| line_of_key(text, path));
@@ -678,7 +688,8 @@ impl HostConfig {
                 cfg.merge_pack(&pack)?;
             }
         }
-        if !cfg.backends.values().any(|b| b.kind == "vault") && !cfg.backends.contains_key("vault") {
+        if !cfg.backends.values().any(|b| b.kind == "vault") && !cfg.backends.contains_key("vault")
+        {
             cfg.backends.insert(
                 "vault".into(),
                 BackendConfig {
@@ -738,7 +749,12 @@ impl HostConfig {
         };
 
         if self.redaction.floor == 0 {
-            return Err(err(self, None, "redaction.floor".into(), "must be at least 1".into()));
+            return Err(err(
+                self,
+                None,
+                "redaction.floor".into(),
+                "must be at least 1".into(),
+            ));
         }
 
         for (name, b) in &self.backends {
@@ -775,8 +791,14 @@ impl HostConfig {
             let tenant = &self.tenants[name];
             let mut canon = Vec::new();
             for (i, w) in tenant.workspaces.iter().enumerate() {
-                let p = normalize_dir(w)
-                    .map_err(|e| err(self, None, format!("tenants.{}.workspaces.{i}", key(name)), e.message().to_owned()))?;
+                let p = normalize_dir(w).map_err(|e| {
+                    err(
+                        self,
+                        None,
+                        format!("tenants.{}.workspaces.{i}", key(name)),
+                        e.message().to_owned(),
+                    )
+                })?;
                 if let Some(other) = bound.get(&p) {
                     return Err(err(
                         self,
@@ -823,28 +845,52 @@ impl HostConfig {
         for (name, action) in &self.actions {
             let path = format!("actions.{}", key(name));
             if !valid_name(name) {
-                return Err(err(self, Some(name), path, "action names use letters, digits, `-`, `_` and `.`".into()));
+                return Err(err(
+                    self,
+                    Some(name),
+                    path,
+                    "action names use letters, digits, `-`, `_` and `.`".into(),
+                ));
             }
             validate_action(action).map_err(|(sub, msg)| {
-                let p = if sub.is_empty() { path.clone() } else { format!("{path}.{sub}") };
+                let p = if sub.is_empty() {
+                    path.clone()
+                } else {
+                    format!("{path}.{sub}")
+                };
                 err(self, Some(name), p, msg)
             })?;
         }
         for (name, alias) in &self.aliases {
             let id = format!("alias:{name}");
             let path = format!("aliases.{}", key(name));
-            validate_alias(alias).map_err(|(sub, msg)| err(self, Some(&id), format!("{path}.{sub}"), msg))?;
+            validate_alias(alias)
+                .map_err(|(sub, msg)| err(self, Some(&id), format!("{path}.{sub}"), msg))?;
         }
 
         for (tenant, rules) in &self.policy.tenants {
             let path = format!("policy.tenants.{}", key(tenant));
             if !self.tenants.contains_key(tenant) {
-                return Err(err(self, None, path, format!("no tenant `{tenant}` in [tenants]")));
+                return Err(err(
+                    self,
+                    None,
+                    path,
+                    format!("no tenant `{tenant}` in [tenants]"),
+                ));
             }
-            for (list, globs) in [("allow", &rules.allow), ("deny", &rules.deny), ("approve", &rules.approve)] {
+            for (list, globs) in [
+                ("allow", &rules.allow),
+                ("deny", &rules.deny),
+                ("approve", &rules.approve),
+            ] {
                 for (i, g) in globs.iter().enumerate() {
                     if g.is_empty() || g.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                        return Err(err(self, None, format!("{path}.{list}.{i}"), format!("bad pattern `{g}`")));
+                        return Err(err(
+                            self,
+                            None,
+                            format!("{path}.{list}.{i}"),
+                            format!("bad pattern `{g}`"),
+                        ));
                     }
                 }
             }
@@ -887,7 +933,10 @@ fn validate_auth(auth: &AuthConfig) -> std::result::Result<(), (String, String)>
     match auth {
         AuthConfig::Header { name, format } => {
             if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                return Err(("auth.name".into(), format!("`{name}` is not a valid header name")));
+                return Err((
+                    "auth.name".into(),
+                    format!("`{name}` is not a valid header name"),
+                ));
             }
             if let Some(f) = format {
                 if !f.contains("{secret}") {
@@ -907,15 +956,22 @@ fn validate_auth(auth: &AuthConfig) -> std::result::Result<(), (String, String)>
 }
 
 fn validate_base(url: &str, field: &str) -> std::result::Result<url::Url, (String, String)> {
-    let u = url::Url::parse(url).map_err(|e| (field.to_owned(), format!("`{url}` is not a URL: {e}")))?;
+    let u = url::Url::parse(url)
+        .map_err(|e| (field.to_owned(), format!("`{url}` is not a URL: {e}")))?;
     if !matches!(u.scheme(), "http" | "https") {
-        return Err((field.to_owned(), format!("scheme `{}` is not http or https", u.scheme())));
+        return Err((
+            field.to_owned(),
+            format!("scheme `{}` is not http or https", u.scheme()),
+        ));
     }
     if u.host_str().is_none() {
         return Err((field.to_owned(), "has no host".into()));
     }
     if !u.username().is_empty() || u.password().is_some() {
-        return Err((field.to_owned(), "must not carry user info; use `auth`".into()));
+        return Err((
+            field.to_owned(),
+            "must not carry user info; use `auth`".into(),
+        ));
     }
     if u.fragment().is_some() {
         return Err((field.to_owned(), "must not have a fragment".into()));
@@ -930,10 +986,17 @@ fn validate_action(a: &ActionConfig) -> std::result::Result<(), (String, String)
     let authority = &after_scheme[..authority_end];
     let rest = &after_scheme[authority_end..];
     if authority.contains(['{', '}']) {
-        return Err(("url".into(), "placeholders may appear only in the URL path, never in the scheme, host or port".into()));
+        return Err((
+            "url".into(),
+            "placeholders may appear only in the URL path, never in the scheme, host or port"
+                .into(),
+        ));
     }
     if rest.contains('?') {
-        return Err(("url".into(), "put query parameters in `query`, not in `url`".into()));
+        return Err((
+            "url".into(),
+            "put query parameters in `query`, not in `url`".into(),
+        ));
     }
     let probe = a.url.replace(['{', '}'], "");
     validate_base(&probe, "url")?;
@@ -948,27 +1011,50 @@ fn validate_action(a: &ActionConfig) -> std::result::Result<(), (String, String)
     }
     for p in &used {
         if !a.params.contains_key(p) {
-            return Err(("".into(), format!("placeholder `{{{p}}}` has no declared parameter in `params`")));
+            return Err((
+                "".into(),
+                format!("placeholder `{{{p}}}` has no declared parameter in `params`"),
+            ));
         }
     }
     for h in a.headers.keys() {
         if reqwest::header::HeaderName::from_bytes(h.as_bytes()).is_err() {
-            return Err((format!("headers.{}", key(h)), "is not a valid header name".into()));
+            return Err((
+                format!("headers.{}", key(h)),
+                "is not a valid header name".into(),
+            ));
         }
         let lower = h.to_ascii_lowercase();
-        if matches!(lower.as_str(), "host" | "authorization" | "cookie" | "proxy-authorization" | "content-length" | "transfer-encoding") {
-            return Err((format!("headers.{}", key(h)), "may not be set by an action".into()));
+        if matches!(
+            lower.as_str(),
+            "host"
+                | "authorization"
+                | "cookie"
+                | "proxy-authorization"
+                | "content-length"
+                | "transfer-encoding"
+        ) {
+            return Err((
+                format!("headers.{}", key(h)),
+                "may not be set by an action".into(),
+            ));
         }
     }
     if a.body.is_some() && matches!(a.method, HttpMethod::Get | HttpMethod::Head) {
-        return Err(("body".into(), format!("a {} request has no body", a.method.as_str())));
+        return Err((
+            "body".into(),
+            format!("a {} request has no body", a.method.as_str()),
+        ));
     }
     match (&a.credential, &a.auth) {
         (Some(_), None) => return Err(("auth".into(), "required when `credential` is set".into())),
         (None, Some(_)) => return Err(("credential".into(), "required when `auth` is set".into())),
         (Some(c), Some(auth)) => {
             if !valid_name(c) {
-                return Err(("credential".into(), "credential names use letters, digits, `-`, `_` and `.`".into()));
+                return Err((
+                    "credential".into(),
+                    "credential names use letters, digits, `-`, `_` and `.`".into(),
+                ));
             }
             validate_auth(auth)?;
         }
@@ -983,13 +1069,27 @@ fn validate_action(a: &ActionConfig) -> std::result::Result<(), (String, String)
     for (name, p) in &a.params {
         let at = |field: &str| format!("params.{}.{field}", key(name));
         if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err((format!("params.{}", key(name)), "parameter names use letters, digits and `_`".into()));
+            return Err((
+                format!("params.{}", key(name)),
+                "parameter names use letters, digits and `_`".into(),
+            ));
         }
         if let Some(pat) = &p.pattern {
             if p.ty != ParamType::String {
-                return Err((at("pattern"), "only string parameters take a pattern".into()));
+                return Err((
+                    at("pattern"),
+                    "only string parameters take a pattern".into(),
+                ));
             }
-            regex::Regex::new(pat).map_err(|e| (at("pattern"), format!("bad regular expression: {}", e.to_string().lines().last().unwrap_or(""))))?;
+            regex::Regex::new(pat).map_err(|e| {
+                (
+                    at("pattern"),
+                    format!(
+                        "bad regular expression: {}",
+                        e.to_string().lines().last().unwrap_or("")
+                    ),
+                )
+            })?;
         }
         if p.values.is_some() && p.ty != ParamType::String {
             return Err((at("enum"), "only string parameters take an enum".into()));
@@ -1009,7 +1109,10 @@ fn validate_action(a: &ActionConfig) -> std::result::Result<(), (String, String)
                 ParamType::Boolean => d.is_boolean(),
             };
             if !ok {
-                return Err((at("default"), format!("does not match the parameter type {:?}", p.ty).to_lowercase()));
+                return Err((
+                    at("default"),
+                    format!("does not match the parameter type {:?}", p.ty).to_lowercase(),
+                ));
             }
         }
     }
@@ -1034,14 +1137,15 @@ fn validate_alias(a: &AliasConfig) -> std::result::Result<(), (String, String)> 
         (None, None) => {}
     }
     for (i, rule) in a.allow.iter().enumerate() {
-        let ok = rule
-            .split_once(' ')
-            .is_some_and(|(m, p)| {
-                (m == "*" || matches!(m, "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE"))
-                    && p.starts_with('/')
-            });
+        let ok = rule.split_once(' ').is_some_and(|(m, p)| {
+            (m == "*" || matches!(m, "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE"))
+                && p.starts_with('/')
+        });
         if !ok {
-            return Err((format!("allow.{i}"), format!("`{rule}` is not `METHOD /path/glob`")));
+            return Err((
+                format!("allow.{i}"),
+                format!("`{rule}` is not `METHOD /path/glob`"),
+            ));
         }
     }
     Ok(())

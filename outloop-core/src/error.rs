@@ -66,9 +66,9 @@ impl ErrorKind {
             | ErrorKind::InvalidReference
             | ErrorKind::InvalidParameter
             | ErrorKind::UnknownAction => 2,
-            ErrorKind::UnboundWorkspace
-            | ErrorKind::PolicyDenied
-            | ErrorKind::ApprovalRequired => 3,
+            ErrorKind::UnboundWorkspace | ErrorKind::PolicyDenied | ErrorKind::ApprovalRequired => {
+                3
+            }
             ErrorKind::NotFound
             | ErrorKind::Unauthenticated
             | ErrorKind::PermissionDenied

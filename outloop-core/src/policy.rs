@@ -275,7 +275,10 @@ mod tests {
         };
         let v = decide("acme", "hubspot.contacts.delete");
         assert_eq!(v.decision, Decision::Deny);
-        assert_eq!(v.rule, "policy.tenants.acme.deny[0] = \"hubspot.contacts.delete\"");
+        assert_eq!(
+            v.rule,
+            "policy.tenants.acme.deny[0] = \"hubspot.contacts.delete\""
+        );
         assert_eq!(decide("acme", "sendgrid.send").decision, Decision::Approve);
         let v = decide("acme", "hubspot.contacts.list");
         assert_eq!(v.decision, Decision::Allow);
@@ -283,6 +286,9 @@ mod tests {
         let v = decide("acme", "stripe.charges.list");
         assert_eq!(v.decision, Decision::Deny);
         assert_eq!(v.rule, "policy.default = \"deny\"");
-        assert_eq!(decide("globex", "hubspot.contacts.list").decision, Decision::Deny);
+        assert_eq!(
+            decide("globex", "hubspot.contacts.list").decision,
+            Decision::Deny
+        );
     }
 }

@@ -133,7 +133,12 @@ fn invalid(raw: &str, why: impl fmt::Display) -> Error {
 fn decode(raw: &str, seg: &str, idx: usize) -> Result<String> {
     let decoded = percent_decode_str(seg)
         .decode_utf8()
-        .map_err(|_| invalid(raw, format!("segment {} is not valid UTF-8 once decoded", idx + 1)))?
+        .map_err(|_| {
+            invalid(
+                raw,
+                format!("segment {} is not valid UTF-8 once decoded", idx + 1),
+            )
+        })?
         .into_owned();
     if decoded.is_empty() {
         return Err(invalid(raw, format!("segment {} is empty", idx + 1)));
@@ -193,9 +198,9 @@ impl SecretRef {
                 ));
             }
             for (i, pair) in q.split('&').enumerate() {
-                let (k, v) = pair
-                    .split_once('=')
-                    .ok_or_else(|| invalid(raw, format!("query item {} is not `key=value`", i + 1)))?;
+                let (k, v) = pair.split_once('=').ok_or_else(|| {
+                    invalid(raw, format!("query item {} is not `key=value`", i + 1))
+                })?;
                 query_pairs.push((decode(raw, k, i)?, decode(raw, v, i)?));
             }
         }
@@ -262,7 +267,8 @@ impl SecretRef {
 
     /// For `vault://` and `memory://`: the path, segments joined with `/`.
     pub fn vault_path(&self) -> Option<String> {
-        matches!(self.kind, BackendKind::Vault | BackendKind::Memory).then(|| self.segments.join("/"))
+        matches!(self.kind, BackendKind::Vault | BackendKind::Memory)
+            .then(|| self.segments.join("/"))
     }
 
     /// For `keychain://` and `secret-service://`: `(service, account)`.
@@ -331,13 +337,41 @@ mod tests {
     #[test]
     fn parses_and_formats_every_scheme() {
         let cases = [
-            ("vault://acme/echo-token", BackendKind::Vault, vec!["acme", "echo-token"]),
-            ("keychain://outloop/infisical-client-secret", BackendKind::Keychain, vec!["outloop", "infisical-client-secret"]),
-            ("secret-service://outloop/acme", BackendKind::SecretService, vec!["outloop", "acme"]),
-            ("op://Acme/HubSpot/credential", BackendKind::OnePassword, vec!["Acme", "HubSpot", "credential"]),
-            ("op://Acme/HubSpot/API%20Keys/credential", BackendKind::OnePassword, vec!["Acme", "HubSpot", "API Keys", "credential"]),
-            ("infisical://p-123/prod/app/db/PASSWORD", BackendKind::Infisical, vec!["p-123", "prod", "app", "db", "PASSWORD"]),
-            ("doppler://web/prd/STRIPE_KEY", BackendKind::Doppler, vec!["web", "prd", "STRIPE_KEY"]),
+            (
+                "vault://acme/echo-token",
+                BackendKind::Vault,
+                vec!["acme", "echo-token"],
+            ),
+            (
+                "keychain://outloop/infisical-client-secret",
+                BackendKind::Keychain,
+                vec!["outloop", "infisical-client-secret"],
+            ),
+            (
+                "secret-service://outloop/acme",
+                BackendKind::SecretService,
+                vec!["outloop", "acme"],
+            ),
+            (
+                "op://Acme/HubSpot/credential",
+                BackendKind::OnePassword,
+                vec!["Acme", "HubSpot", "credential"],
+            ),
+            (
+                "op://Acme/HubSpot/API%20Keys/credential",
+                BackendKind::OnePassword,
+                vec!["Acme", "HubSpot", "API Keys", "credential"],
+            ),
+            (
+                "infisical://p-123/prod/app/db/PASSWORD",
+                BackendKind::Infisical,
+                vec!["p-123", "prod", "app", "db", "PASSWORD"],
+            ),
+            (
+                "doppler://web/prd/STRIPE_KEY",
+                BackendKind::Doppler,
+                vec!["web", "prd", "STRIPE_KEY"],
+            ),
         ];
         for (raw, kind, segs) in cases {
             let r = SecretRef::parse(raw).unwrap();
@@ -357,7 +391,8 @@ mod tests {
 
     #[test]
     fn special_characters_round_trip() {
-        let r = SecretRef::from_parts(BackendKind::OnePassword, &["My Vault", "a/b & c", "f.x"]).unwrap();
+        let r = SecretRef::from_parts(BackendKind::OnePassword, &["My Vault", "a/b & c", "f.x"])
+            .unwrap();
         assert_eq!(r.to_string(), "op://My%20Vault/a%2Fb%20%26%20c/f.x");
         assert_eq!(SecretRef::parse(&r.to_string()).unwrap(), r);
     }
@@ -369,7 +404,10 @@ mod tests {
             ("ftp://x/y", "unknown scheme `ftp`"),
             ("vault://", "the path is empty"),
             ("vault://acme//token", "segment 2 is empty"),
-            ("keychain://only-service", "1 segment(s); expected `keychain://<service>/<account>`"),
+            (
+                "keychain://only-service",
+                "1 segment(s); expected `keychain://<service>/<account>`",
+            ),
             ("doppler://a/b", "expected `doppler://"),
             ("op://v/i", "expected `op://"),
             ("vault://a/%0Ab", "control character"),

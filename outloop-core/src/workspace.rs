@@ -96,8 +96,16 @@ mod tests {
         let t = |p: PathBuf| resolve(&cfg, &p).map(|w| w.tenant);
         assert_eq!(t(acme.clone()).unwrap(), "acme");
         assert_eq!(t(acme.join("sub")).unwrap(), "acme");
-        assert_eq!(t(nested.clone()).unwrap(), "globex", "innermost binding wins");
-        assert_eq!(t(root.join("link-to-acme/sub")).unwrap(), "acme", "symlink resolved");
+        assert_eq!(
+            t(nested.clone()).unwrap(),
+            "globex",
+            "innermost binding wins"
+        );
+        assert_eq!(
+            t(root.join("link-to-acme/sub")).unwrap(),
+            "acme",
+            "symlink resolved"
+        );
         assert_eq!(
             t(nested.join("../../../acme-old")).unwrap_err().kind(),
             ErrorKind::UnboundWorkspace,

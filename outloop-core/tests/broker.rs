@@ -120,8 +120,17 @@ allow = ["echo"]
     let paths = Paths::under(root.join("home"));
     let cfg = HostConfig::from_str_at(&paths, &paths.config_file(), &text).unwrap();
     let backend = Arc::new(MemoryBackend::new("vault", BackendKind::Vault));
-    for (r, v) in [("vault://acme/echo", ACME), ("vault://globex/echo", GLOBEX), ("vault://acme/pinned", "FAKE-pinned-token-3")] {
-        backend.insert(&SecretRef::parse(r).unwrap(), SecretValue::from_string(v.into())).unwrap();
+    for (r, v) in [
+        ("vault://acme/echo", ACME),
+        ("vault://globex/echo", GLOBEX),
+        ("vault://acme/pinned", "FAKE-pinned-token-3"),
+    ] {
+        backend
+            .insert(
+                &SecretRef::parse(r).unwrap(),
+                SecretValue::from_string(v.into()),
+            )
+            .unwrap();
     }
     let audit = Arc::new(MemorySink::default());
     let broker = Broker::builder(cfg)
@@ -129,7 +138,15 @@ allow = ["echo"]
         .audit(audit.clone())
         .build()
         .unwrap();
-    Setup { _tmp: tmp, acme, globex, unbound, backend, audit, broker }
+    Setup {
+        _tmp: tmp,
+        acme,
+        globex,
+        unbound,
+        backend,
+        audit,
+        broker,
+    }
 }
 
 fn req(dir: &Path, action: &str, tenant: Option<&str>) -> CallRequest {
@@ -145,7 +162,10 @@ fn req(dir: &Path, action: &str, tenant: Option<&str>) -> CallRequest {
 async fn deny_paths_read_no_secret() {
     let s = setup();
     let cases = [
-        (req(&s.acme, "echo", Some("globex")), ErrorKind::PolicyDenied),
+        (
+            req(&s.acme, "echo", Some("globex")),
+            ErrorKind::PolicyDenied,
+        ),
         (req(&s.unbound, "echo", None), ErrorKind::UnboundWorkspace),
         (req(&s.globex, "held", None), ErrorKind::PolicyDenied),
         (req(&s.acme, "held", None), ErrorKind::ApprovalRequired),
@@ -178,7 +198,11 @@ async fn each_tenant_gets_its_own_credential_redacted_and_cached() {
     assert_eq!(a.headers["x-echo"], "Bearer [REDACTED:echo]");
     assert_eq!(a.redactions, 2);
     assert_eq!(a.headers["x-auth-sha256"], digest_of(ACME));
-    let g = s.broker.call(req(&s.globex, "echo", Some("globex"))).await.unwrap();
+    let g = s
+        .broker
+        .call(req(&s.globex, "echo", Some("globex")))
+        .await
+        .unwrap();
     assert_eq!(g.tenant, "globex");
     assert_eq!(g.headers["x-auth-sha256"], digest_of(GLOBEX));
     assert_eq!(s.backend.reads(), 2);
@@ -186,7 +210,10 @@ async fn each_tenant_gets_its_own_credential_redacted_and_cached() {
     s.broker.call(req(&s.acme, "echo", None)).await.unwrap();
     assert_eq!(s.backend.reads(), 2);
     let recs = s.audit.0.lock().unwrap();
-    assert!(recs.iter().all(|r| r.outcome == "ok" && r.status == Some(200)));
+    assert!(
+        recs.iter()
+            .all(|r| r.outcome == "ok" && r.status == Some(200))
+    );
     let all = serde_json::to_string(&*recs).unwrap();
     assert!(!all.contains(ACME) && !all.contains(GLOBEX));
 }
@@ -198,11 +225,18 @@ async fn concurrent_requests_never_cross_tenants() {
     for i in 0..32 {
         let s = Arc::clone(&s);
         tasks.push(tokio::spawn(async move {
-            let (dir, tenant, token) =
-                if i % 2 == 0 { (&s.acme, "acme", ACME) } else { (&s.globex, "globex", GLOBEX) };
+            let (dir, tenant, token) = if i % 2 == 0 {
+                (&s.acme, "acme", ACME)
+            } else {
+                (&s.globex, "globex", GLOBEX)
+            };
             let r = s.broker.call(req(dir, "echo", None)).await.unwrap();
             assert_eq!(r.tenant, tenant);
-            assert_eq!(r.headers["x-auth-sha256"], digest_of(token), "tenant {tenant} got another's secret");
+            assert_eq!(
+                r.headers["x-auth-sha256"],
+                digest_of(token),
+                "tenant {tenant} got another's secret"
+            );
             assert_eq!(r.body, "{\"you_sent\":\"Bearer [REDACTED:echo]\"}");
         }));
     }

@@ -22,7 +22,12 @@ fn bearer_token_echoed_by_httpbin_is_redacted() {
     assert_eq!(body["authenticated"], true, "httpbin got the real token");
     assert_eq!(body["token"], "[REDACTED:echo]");
     assert_eq!(v["redactions"], 1);
-    assert!(v["headers"]["content-type"].as_str().unwrap().starts_with("application/json"));
+    assert!(
+        v["headers"]["content-type"]
+            .as_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
     env.assert_no_leak();
 }
 
@@ -31,8 +36,16 @@ fn human_output_shows_status_and_redacted_body() {
     let (env, _rec) = env();
     let r = env.run(&["call", "echo.bearer"], &env.acme);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stderr.starts_with("200 OK · tenant acme · 1 redaction"), "{}", r.stderr);
-    assert!(r.stdout.contains("\"token\": \"[REDACTED:echo]\""), "{}", r.stdout);
+    assert!(
+        r.stderr.starts_with("200 OK · tenant acme · 1 redaction"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stdout.contains("\"token\": \"[REDACTED:echo]\""),
+        "{}",
+        r.stdout
+    );
     env.assert_no_leak();
 }
 
@@ -50,7 +63,10 @@ fn named_header_and_basic_auth_echoes_are_redacted() {
     let body: serde_json::Value = serde_json::from_str(v["body"].as_str().unwrap()).unwrap();
     let auth = body["headers"]["Authorization"].as_str().unwrap();
     assert!(auth.starts_with("Basic "), "{auth}");
-    assert!(auth.contains("[REDACTED:key]"), "base64 of user:secret redacted: {auth}");
+    assert!(
+        auth.contains("[REDACTED:key]"),
+        "base64 of user:secret redacted: {auth}"
+    );
     assert!(v["redactions"].as_u64().unwrap() >= 1);
     env.assert_no_leak();
 }
@@ -58,7 +74,10 @@ fn named_header_and_basic_auth_echoes_are_redacted() {
 #[test]
 fn query_credential_is_redacted_in_args_and_url() {
     let (env, _rec) = env();
-    let r = env.run(&["call", "echo.query", "-p", "q=hello", "--json"], &env.acme);
+    let r = env.run(
+        &["call", "echo.query", "-p", "q=hello", "--json"],
+        &env.acme,
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
     let body: serde_json::Value = serde_json::from_str(r.json()["body"].as_str().unwrap()).unwrap();
     assert_eq!(body["args"]["api_key"], "[REDACTED:key]");
@@ -72,15 +91,30 @@ fn query_credential_is_redacted_in_args_and_url() {
 fn redirect_to_another_origin_is_not_followed_with_the_credential() {
     let (env, rec) = env();
     let target = format!("{}/landing", rec.url);
-    let r = env.run(&["call", "echo.redirect", "-p", &format!("to={target}"), "--json"], &env.acme);
+    let r = env.run(
+        &[
+            "call",
+            "echo.redirect",
+            "-p",
+            &format!("to={target}"),
+            "--json",
+        ],
+        &env.acme,
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
     let v = r.json();
     assert_eq!(v["status"], 302);
     assert_eq!(v["headers"]["location"], target.as_str());
-    assert!(rec.requests().is_empty(), "the other origin received a request");
+    assert!(
+        rec.requests().is_empty(),
+        "the other origin received a request"
+    );
 
     // A same-origin redirect is followed, with the credential.
-    let r = env.run(&["call", "echo.redirect", "-p", "to=/bearer", "--json"], &env.acme);
+    let r = env.run(
+        &["call", "echo.redirect", "-p", "to=/bearer", "--json"],
+        &env.acme,
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
     let v = r.json();
     assert_eq!(v["status"], 200);
@@ -93,15 +127,25 @@ fn redirect_to_another_origin_is_not_followed_with_the_credential() {
 #[test]
 fn compressed_bodies_are_decoded_then_redacted() {
     let (env, _rec) = env();
-    for (action, flag) in [("echo.gzip", "gzipped"), ("echo.deflate", "deflated"), ("echo.brotli", "brotli")] {
+    for (action, flag) in [
+        ("echo.gzip", "gzipped"),
+        ("echo.deflate", "deflated"),
+        ("echo.brotli", "brotli"),
+    ] {
         let r = env.run(&["call", action, "--json"], &env.acme);
         assert_eq!(r.code, 0, "{action}: {}", r.stderr);
         let v = r.json();
-        assert!(v["headers"].get("content-encoding").is_none(), "{action}: {v}");
+        assert!(
+            v["headers"].get("content-encoding").is_none(),
+            "{action}: {v}"
+        );
         let body: serde_json::Value = serde_json::from_str(v["body"].as_str().unwrap())
             .unwrap_or_else(|e| panic!("{action}: body not decoded JSON ({e})"));
         assert_eq!(body[flag], true, "{action}");
-        assert_eq!(body["headers"]["Authorization"], "Bearer [REDACTED:echo]", "{action}");
+        assert_eq!(
+            body["headers"]["Authorization"], "Bearer [REDACTED:echo]",
+            "{action}"
+        );
     }
     env.assert_no_leak();
 }
@@ -126,14 +170,29 @@ fn chunked_stream_redacts_every_line() {
 #[test]
 fn large_and_chunked_bodies_arrive_whole() {
     let (env, _rec) = env();
-    let r = env.run(&["call", "echo.range", "-p", "n=102400", "--json"], &env.acme);
+    let r = env.run(
+        &["call", "echo.range", "-p", "n=102400", "--json"],
+        &env.acme,
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
     let body = r.json()["body"].as_str().unwrap().to_owned();
     assert_eq!(body.len(), 102400);
-    let expected: String = (0..102400).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+    let expected: String = (0..102400)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
     assert_eq!(body, expected);
 
-    let r = env.run(&["call", "echo.stream-bytes", "-p", "n=102400", "-p", "chunk=1000"], &env.acme);
+    let r = env.run(
+        &[
+            "call",
+            "echo.stream-bytes",
+            "-p",
+            "n=102400",
+            "-p",
+            "chunk=1000",
+        ],
+        &env.acme,
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stderr.starts_with("200 OK"), "{}", r.stderr);
     env.assert_no_leak();
@@ -157,7 +216,10 @@ fn oversized_response_fails_closed() {
 #[test]
 fn json_body_fields_are_filled_from_typed_parameters() {
     let (env, rec) = env();
-    let r = env.run(&["call", "rec.create", "-p", "name=beta", "-p", "count=3"], &env.acme);
+    let r = env.run(
+        &["call", "rec.create", "-p", "name=beta", "-p", "count=3"],
+        &env.acme,
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
     let reqs = rec.requests();
     assert_eq!(reqs.len(), 1);
@@ -165,8 +227,15 @@ fn json_body_fields_are_filled_from_typed_parameters() {
     assert!(req.starts_with("POST /v1/items HTTP/1.1\r\n"), "{req}");
     let body = req.split("\r\n\r\n").nth(1).unwrap();
     let v: serde_json::Value = serde_json::from_str(body).unwrap();
-    assert_eq!(v, serde_json::json!({ "name": "beta", "count": 3 }), "absent optional omitted, integer typed");
-    assert!(req.to_ascii_lowercase().contains(&format!("authorization: bearer {}", ACME_ECHO.to_ascii_lowercase())));
+    assert_eq!(
+        v,
+        serde_json::json!({ "name": "beta", "count": 3 }),
+        "absent optional omitted, integer typed"
+    );
+    assert!(req.to_ascii_lowercase().contains(&format!(
+        "authorization: bearer {}",
+        ACME_ECHO.to_ascii_lowercase()
+    )));
     env.assert_no_leak();
 }
 
@@ -177,14 +246,26 @@ fn actions_lists_what_the_workspace_may_use() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     let v = r.json();
     assert_eq!(v["tenant"], "globex");
-    let names: Vec<&str> = v["actions"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = v["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["echo.bearer", "rec.create", "rec.get"]);
     let rec_get = &v["actions"][2];
     assert_eq!(rec_get["params"]["required"], serde_json::json!(["id"]));
     let r = env.run(&["actions"], &env.acme);
     assert!(r.stdout.contains("echo.bearer"), "{}", r.stdout);
-    assert!(!r.stdout.contains("echo.status"), "denied actions are not listed: {}", r.stdout);
+    assert!(
+        !r.stdout.contains("echo.status"),
+        "denied actions are not listed: {}",
+        r.stdout
+    );
     let r = env.run(&["secret", "list"], &env.root);
-    assert_eq!(r.stdout, "vault://acme/echo\nvault://acme/key\nvault://globex/echo\n");
+    assert_eq!(
+        r.stdout,
+        "vault://acme/echo\nvault://acme/key\nvault://globex/echo\n"
+    );
     env.assert_no_leak();
 }

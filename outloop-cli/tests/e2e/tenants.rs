@@ -8,7 +8,8 @@ fn bearer_of(req: &str) -> String {
     req.lines()
         .find_map(|l| {
             let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("authorization").then(|| v.trim().to_owned())
+            k.eq_ignore_ascii_case("authorization")
+                .then(|| v.trim().to_owned())
         })
         .expect("request carried an Authorization header")
 }
@@ -24,7 +25,10 @@ fn each_workspace_gets_only_its_own_tenants_secret() {
     // A subdirectory of a workspace belongs to it.
     let sub = env.globex.join("src/deep");
     std::fs::create_dir_all(&sub).unwrap();
-    let r = env.run(&["call", "rec.get", "-p", "id=3", "--tenant", "globex"], &sub);
+    let r = env.run(
+        &["call", "rec.get", "-p", "id=3", "--tenant", "globex"],
+        &sub,
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
 
     let reqs = rec.requests();
@@ -40,10 +44,17 @@ fn wrong_tenant_and_unbound_requests_are_denied_and_send_nothing() {
     let rec = Recorder::start();
     let env = Env::new(&actions(&rec.url));
 
-    let r = env.run(&["call", "rec.get", "-p", "id=1", "--tenant", "globex", "--json"], &env.acme);
+    let r = env.run(
+        &[
+            "call", "rec.get", "-p", "id=1", "--tenant", "globex", "--json",
+        ],
+        &env.acme,
+    );
     assert_eq!(r.code, 3, "{}", r.stderr);
     assert!(
-        r.stderr.contains("request names tenant `globex`, but workspace") && r.stderr.contains("is bound to tenant `acme`"),
+        r.stderr
+            .contains("request names tenant `globex`, but workspace")
+            && r.stderr.contains("is bound to tenant `acme`"),
         "{}",
         r.stderr
     );
@@ -51,7 +62,11 @@ fn wrong_tenant_and_unbound_requests_are_denied_and_send_nothing() {
 
     let r = env.run(&["call", "rec.get", "-p", "id=1"], &env.unbound);
     assert_eq!(r.code, 3, "{}", r.stderr);
-    assert!(r.stderr.contains("is not in any bound workspace"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("is not in any bound workspace"),
+        "{}",
+        r.stderr
+    );
 
     // A sibling whose name starts with a bound one is not that workspace.
     let sibling = env.root.join("clients/acme-old");
@@ -62,19 +77,36 @@ fn wrong_tenant_and_unbound_requests_are_denied_and_send_nothing() {
     // Policy: globex may not use echo.headers; acme may not use echo.status (deny wins).
     let r = env.run(&["call", "echo.headers"], &env.globex);
     assert_eq!(r.code, 3, "{}", r.stderr);
-    assert!(r.stderr.contains("policy.default = \"deny\""), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("policy.default = \"deny\""),
+        "{}",
+        r.stderr
+    );
     let r = env.run(&["call", "echo.status", "-p", "code=200"], &env.acme);
     assert_eq!(r.code, 3, "{}", r.stderr);
-    assert!(r.stderr.contains("policy.tenants.acme.deny[0] = \"echo.status\""), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("policy.tenants.acme.deny[0] = \"echo.status\""),
+        "{}",
+        r.stderr
+    );
 
-    assert!(rec.requests().is_empty(), "a denied request reached the upstream");
+    assert!(
+        rec.requests().is_empty(),
+        "a denied request reached the upstream"
+    );
 
     // Every denial is audited as a deny.
     let tail = env.run(&["audit", "tail", "--json", "-n", "5"], &env.root);
     let decisions: Vec<String> = tail
         .stdout
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["decision"].as_str().unwrap().to_owned())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["decision"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     assert_eq!(decisions, ["deny"; 5]);
     env.assert_no_leak();
@@ -84,12 +116,29 @@ fn wrong_tenant_and_unbound_requests_are_denied_and_send_nothing() {
 fn policy_explain_names_the_rule_without_touching_a_backend() {
     let rec = Recorder::start();
     let env = Env::new(&actions(&rec.url));
-    let r = env.run(&["policy", "explain", "echo.status", "-p", "code=200"], &env.acme);
+    let r = env.run(
+        &["policy", "explain", "echo.status", "-p", "code=200"],
+        &env.acme,
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.contains("decision: deny"), "{}", r.stdout);
-    assert!(r.stdout.contains("rule:     policy.tenants.acme.deny[0] = \"echo.status\""), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("rule:     policy.tenants.acme.deny[0] = \"echo.status\""),
+        "{}",
+        r.stdout
+    );
     let r = env.run(
-        &["policy", "explain", "rec.get", "-p", "id=1", "--json", "--workspace", env.globex.to_str().unwrap()],
+        &[
+            "policy",
+            "explain",
+            "rec.get",
+            "-p",
+            "id=1",
+            "--json",
+            "--workspace",
+            env.globex.to_str().unwrap(),
+        ],
         &env.unbound,
     );
     assert_eq!(r.code, 0, "{}", r.stderr);

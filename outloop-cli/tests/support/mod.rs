@@ -40,8 +40,12 @@ pub struct Run {
 
 impl Run {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}): {}\nstderr: {}",
+                self.stdout, self.stderr
+            )
+        })
     }
 }
 
@@ -87,9 +91,10 @@ impl Env {
         env.set_secret("vault://acme/key", ACME_KEY, Some(("acme", "key")));
         if !extra_config.is_empty() {
             let cfg = env.home.join("config.toml");
-            let mut text = std::fs::read_to_string(&cfg)
-                .unwrap()
-                .replace("allow_private = []", &format!("allow_private = {allow_private}"));
+            let mut text = std::fs::read_to_string(&cfg).unwrap().replace(
+                "allow_private = []",
+                &format!("allow_private = {allow_private}"),
+            );
             text.push('\n');
             text.push_str(extra_config);
             std::fs::write(&cfg, text).unwrap();
@@ -131,7 +136,11 @@ impl Env {
             .spawn()
             .expect("outloop binary runs");
         child.stdin.take().unwrap().write_all(stdin).unwrap();
-        let Output { status, stdout, stderr } = child.wait_with_output().unwrap();
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = child.wait_with_output().unwrap();
         {
             let mut seen = self.seen.lock().unwrap();
             seen.extend_from_slice(&stdout);
@@ -146,7 +155,14 @@ impl Env {
 
     pub fn ok(&self, args: &[&str], cwd: &Path) -> Run {
         let r = self.run(args, cwd);
-        assert_eq!(r.code, 0, "`outloop {}` failed:\n{}\n{}", args.join(" "), r.stdout, r.stderr);
+        assert_eq!(
+            r.code,
+            0,
+            "`outloop {}` failed:\n{}\n{}",
+            args.join(" "),
+            r.stdout,
+            r.stderr
+        );
         r
     }
 
@@ -171,9 +187,15 @@ pub fn variants(secret: &[u8]) -> Vec<(String, Vec<u8>)> {
         ("hex".into(), hex::encode(secret).into_bytes()),
         ("HEX".into(), hex::encode_upper(secret).into_bytes()),
         ("base64".into(), STANDARD.encode(secret).into_bytes()),
-        ("base64-nopad".into(), STANDARD_NO_PAD.encode(secret).into_bytes()),
+        (
+            "base64-nopad".into(),
+            STANDARD_NO_PAD.encode(secret).into_bytes(),
+        ),
         ("base64url".into(), URL_SAFE.encode(secret).into_bytes()),
-        ("base64url-nopad".into(), URL_SAFE_NO_PAD.encode(secret).into_bytes()),
+        (
+            "base64url-nopad".into(),
+            URL_SAFE_NO_PAD.encode(secret).into_bytes(),
+        ),
         (
             "percent".into(),
             percent_encoding::percent_encode(secret, percent_encoding::NON_ALPHANUMERIC)
@@ -182,7 +204,11 @@ pub fn variants(secret: &[u8]) -> Vec<(String, Vec<u8>)> {
         ),
         (
             "json".into(),
-            serde_json::to_string(&String::from_utf8_lossy(secret)).unwrap().trim_matches('"').as_bytes().to_vec(),
+            serde_json::to_string(&String::from_utf8_lossy(secret))
+                .unwrap()
+                .trim_matches('"')
+                .as_bytes()
+                .to_vec(),
         ),
     ];
     let pct = String::from_utf8(v[7].1.clone()).unwrap();
@@ -197,7 +223,10 @@ pub fn variants(secret: &[u8]) -> Vec<(String, Vec<u8>)> {
             let start = (off * 8).div_ceil(6);
             let end = (input.len() * 8) / 6;
             if end > start + 8 {
-                v.push((format!("base64-interior-{off}"), enc.as_bytes()[start..end].to_vec()));
+                v.push((
+                    format!("base64-interior-{off}"),
+                    enc.as_bytes()[start..end].to_vec(),
+                ));
             }
         }
     }
@@ -224,7 +253,9 @@ pub fn assert_no_variant(haystack: &[u8], secret: &[u8]) {
     for (kind, needle) in variants(secret) {
         if needle.len() >= 8 {
             assert!(
-                !haystack.windows(needle.len()).any(|w| w == needle.as_slice()),
+                !haystack
+                    .windows(needle.len())
+                    .any(|w| w == needle.as_slice()),
                 "a secret leaked in its {kind} form"
             );
         }
@@ -284,7 +315,8 @@ impl Recorder {
     /// sentinel request of our own, once recorded, proves every earlier one is recorded too.
     pub fn requests(&self) -> Vec<String> {
         let mut s = TcpStream::connect(self.addr).unwrap();
-        s.write_all(b"GET /__sentinel HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        s.write_all(b"GET /__sentinel HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
         let mut sink = Vec::new();
         let _ = s.read_to_end(&mut sink);
         let mut all = self.requests.lock().unwrap().clone();

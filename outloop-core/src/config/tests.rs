@@ -46,8 +46,14 @@ fn the_design_example_loads() {
     let cfg = load(GOOD).unwrap();
     assert!(cfg.backends.contains_key("vault"), "vault is implicit");
     let acme = &cfg.tenants["acme"];
-    assert_eq!(acme.credentials["echo"].reference.to_string(), "vault://acme/echo-token");
-    assert_eq!(acme.credentials["hubspot"].pin.as_ref().unwrap().expect, "4455667");
+    assert_eq!(
+        acme.credentials["echo"].reference.to_string(),
+        "vault://acme/echo-token"
+    );
+    assert_eq!(
+        acme.credentials["hubspot"].pin.as_ref().unwrap().expect,
+        "4455667"
+    );
     let a = &cfg.actions["hubspot.contacts.list"];
     assert_eq!(a.method, HttpMethod::Get);
     assert_eq!(a.auth, Some(AuthConfig::Bearer));
@@ -60,19 +66,58 @@ fn the_design_example_loads() {
 #[test]
 fn errors_name_file_line_and_key() {
     let cases: &[(&str, &str)] = &[
-        ("[tenants.acme]\nworkspace = []\n", "F:2: tenants.acme.workspace: unknown field `workspace`, expected `workspaces` or `credentials`"),
-        ("[egress]\nallow_private = [\"not-a-cidr\"]\n", "F:2: egress.allow_private[0]: invalid IP address syntax"),
-        ("[tenants.acme.credentials]\necho = \"vault:/x\"\n", "F:2: tenants.acme.credentials.echo: invalid secret reference `vault:/x`: expected `<scheme>://…`, e.g. `vault://acme/token`"),
-        ("[actions.a]\nmethod = \"FETCH\"\nurl = \"https://x.example/\"\n", "F:2: actions.a.method: unknown variant `FETCH`, expected one of `GET`, `HEAD`, `POST`, `PUT`, `PATCH`, `DELETE`"),
-        ("[actions.a]\nmethod = \"GET\"\nurl = \"https://{host}.example/\"\n[actions.a.params]\nhost = { type = \"string\" }\n", "F:3: actions.a.url: placeholders may appear only in the URL path, never in the scheme, host or port"),
-        ("[actions.a]\nmethod = \"GET\"\nurl = \"https://x.example/{id}\"\n", "F:1: actions.a: placeholder `{id}` has no declared parameter in `params`"),
-        ("[actions.a]\nmethod = \"GET\"\nurl = \"https://x.example/\"\ncredential = \"c\"\n", "F:1: actions.a.auth: required when `credential` is set"),
-        ("[policy.tenants.ghost]\nallow = [\"*\"]\n", "F:1: policy.tenants.ghost: no tenant `ghost` in [tenants]"),
-        ("[backends.x]\nkind = \"s3\"\n", "F:2: backends.x.kind: unknown backend kind `s3` (expected vault, keychain, secret-service, onepassword, infisical or doppler)"),
-        ("[tenants.acme.credentials]\nx = \"doppler://p/c/N\"\n", "F:2: tenants.acme.credentials.x: reference `doppler://p/c/N` needs a `[backends.*]` table with kind = \"doppler\""),
-        ("[tenants.a]\nworkspaces = [\"/tmp/w\"]\n[tenants.b]\nworkspaces = [\"/tmp/w\"]\n", "F:4: tenants.b.workspaces: `/tmp/w` is already bound to tenant `a`"),
-        ("bogus = 1\n", "F:1: bogus: unknown field `bogus`, expected one of `include`, `backends`, `egress`, `redaction`, `tenants`, `actions`, `aliases`, `policy`"),
-        ("[actions.a\n", "F:1: invalid table header expected `.`, `]`"),
+        (
+            "[tenants.acme]\nworkspace = []\n",
+            "F:2: tenants.acme.workspace: unknown field `workspace`, expected `workspaces` or `credentials`",
+        ),
+        (
+            "[egress]\nallow_private = [\"not-a-cidr\"]\n",
+            "F:2: egress.allow_private[0]: invalid IP address syntax",
+        ),
+        (
+            "[tenants.acme.credentials]\necho = \"vault:/x\"\n",
+            "F:2: tenants.acme.credentials.echo: invalid secret reference `vault:/x`: expected `<scheme>://…`, e.g. `vault://acme/token`",
+        ),
+        (
+            "[actions.a]\nmethod = \"FETCH\"\nurl = \"https://x.example/\"\n",
+            "F:2: actions.a.method: unknown variant `FETCH`, expected one of `GET`, `HEAD`, `POST`, `PUT`, `PATCH`, `DELETE`",
+        ),
+        (
+            "[actions.a]\nmethod = \"GET\"\nurl = \"https://{host}.example/\"\n[actions.a.params]\nhost = { type = \"string\" }\n",
+            "F:3: actions.a.url: placeholders may appear only in the URL path, never in the scheme, host or port",
+        ),
+        (
+            "[actions.a]\nmethod = \"GET\"\nurl = \"https://x.example/{id}\"\n",
+            "F:1: actions.a: placeholder `{id}` has no declared parameter in `params`",
+        ),
+        (
+            "[actions.a]\nmethod = \"GET\"\nurl = \"https://x.example/\"\ncredential = \"c\"\n",
+            "F:1: actions.a.auth: required when `credential` is set",
+        ),
+        (
+            "[policy.tenants.ghost]\nallow = [\"*\"]\n",
+            "F:1: policy.tenants.ghost: no tenant `ghost` in [tenants]",
+        ),
+        (
+            "[backends.x]\nkind = \"s3\"\n",
+            "F:2: backends.x.kind: unknown backend kind `s3` (expected vault, keychain, secret-service, onepassword, infisical or doppler)",
+        ),
+        (
+            "[tenants.acme.credentials]\nx = \"doppler://p/c/N\"\n",
+            "F:2: tenants.acme.credentials.x: reference `doppler://p/c/N` needs a `[backends.*]` table with kind = \"doppler\"",
+        ),
+        (
+            "[tenants.a]\nworkspaces = [\"/tmp/w\"]\n[tenants.b]\nworkspaces = [\"/tmp/w\"]\n",
+            "F:4: tenants.b.workspaces: `/tmp/w` is already bound to tenant `a`",
+        ),
+        (
+            "bogus = 1\n",
+            "F:1: bogus: unknown field `bogus`, expected one of `include`, `backends`, `egress`, `redaction`, `tenants`, `actions`, `aliases`, `policy`",
+        ),
+        (
+            "[actions.a\n",
+            "F:1: invalid table header expected `.`, `]`",
+        ),
     ];
     let mut wrong = Vec::new();
     for (text, want) in cases {
@@ -102,15 +147,27 @@ fn includes_merge_packs_and_report_duplicates() {
     let text = "include = [\"actions/*.toml\"]\n";
     let cfg = HostConfig::from_str_at(&paths, &paths.config_file(), text).unwrap();
     assert!(cfg.actions.contains_key("echo.get"));
-    assert_eq!(cfg.sources["echo.get"], dir.path().join("actions/echo.toml"));
+    assert_eq!(
+        cfg.sources["echo.get"],
+        dir.path().join("actions/echo.toml")
+    );
 
     let dup = "include = [\"actions/*.toml\"]\n[actions.\"echo.get\"]\nmethod = \"GET\"\nurl = \"https://y.example/\"\n";
     let e = HostConfig::from_str_at(&paths, &paths.config_file(), dup).unwrap_err();
-    assert!(e.to_string().contains("echo.toml:1: actions.\"echo.get\": action `echo.get` is already defined in"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("echo.toml:1: actions.\"echo.get\": action `echo.get` is already defined in"),
+        "{e}"
+    );
 
     std::fs::write(dir.path().join("actions/bad.toml"), "[tenants.x]\n").unwrap();
     let e = HostConfig::from_str_at(&paths, &paths.config_file(), text).unwrap_err();
-    assert!(e.to_string().contains("bad.toml:1: tenants: unknown field `tenants`, expected `actions` or `aliases`"), "{e}");
+    assert!(
+        e.to_string().contains(
+            "bad.toml:1: tenants: unknown field `tenants`, expected `actions` or `aliases`"
+        ),
+        "{e}"
+    );
 }
 
 #[test]
@@ -118,14 +175,24 @@ fn config_inside_a_workspace_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let ws = dir.path().canonicalize().unwrap();
     let paths = Paths::under(ws.join("home"));
-    let text = format!("[tenants.acme]\nworkspaces = [{:?}]\n", ws.to_str().unwrap());
+    let text = format!(
+        "[tenants.acme]\nworkspaces = [{:?}]\n",
+        ws.to_str().unwrap()
+    );
     let e = HostConfig::from_str_at(&paths, &paths.config_file(), &text).unwrap_err();
-    assert!(e.to_string().contains("the config dir is inside workspace"), "{e}");
+    assert!(
+        e.to_string().contains("the config dir is inside workspace"),
+        "{e}"
+    );
 }
 
 #[test]
 fn missing_file_says_run_init() {
     let dir = tempfile::tempdir().unwrap();
     let e = HostConfig::load(&Paths::under(dir.path())).unwrap_err();
-    assert!(e.to_string().ends_with("no config file; run `outloop init` to create one"), "{e}");
+    assert!(
+        e.to_string()
+            .ends_with("no config file; run `outloop init` to create one"),
+        "{e}"
+    );
 }
