@@ -168,7 +168,9 @@ fn read_secret(keep_newline: bool) -> Result<SecretValue> {
         })?;
         return Ok(SecretValue::from_string(v));
     }
-    let mut buf = zeroize::Zeroizing::new(Vec::new());
+    // Reserve up front so typical values are read without reallocating (a reallocation would
+    // leave an unzeroized copy behind).
+    let mut buf = zeroize::Zeroizing::new(Vec::with_capacity(64 * 1024));
     stdin.lock().read_to_end(&mut buf).map_err(|e| {
         Error::new(
             ErrorKind::Io,
@@ -176,11 +178,13 @@ fn read_secret(keep_newline: bool) -> Result<SecretValue> {
         )
     })?;
     if !keep_newline {
-        if buf.ends_with(b"\r\n") {
-            buf.truncate(buf.len() - 2);
-        } else if buf.ends_with(b"\n") {
-            buf.truncate(buf.len() - 1);
-        }
+        let len = buf.len();
+        let strip = if buf.ends_with(b"\r\n") {
+            2
+        } else {
+            usize::from(buf.ends_with(b"\n"))
+        };
+        buf.truncate(len - strip);
     }
     Ok(SecretValue::new(std::mem::take(&mut *buf)))
 }

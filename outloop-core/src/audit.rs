@@ -154,10 +154,8 @@ impl AuditLog {
                 )
             })?;
             out.push_back(rec);
-            if let Some(n) = n {
-                if out.len() > n {
-                    out.pop_front();
-                }
+            if n.is_some_and(|n| out.len() > n) {
+                out.pop_front();
             }
         }
         Ok(out.into())
@@ -229,13 +227,12 @@ impl AuditSink for AuditLog {
         f.write_all(&line)
             .and_then(|()| f.sync_data())
             .map_err(|e| audit_err(&self.path, "cannot write", e))?;
-        if len == 0 {
-            if let Some(dir) = self.path.parent() {
-                // Make the new file's directory entry durable too.
-                if let Ok(d) = File::open(dir) {
-                    let _ = d.sync_all();
-                }
-            }
+        // Make a new file's directory entry durable too.
+        if len == 0
+            && let Some(dir) = self.path.parent()
+            && let Ok(d) = File::open(dir)
+        {
+            let _ = d.sync_all();
         }
         // The lock is released when `f` is closed.
         Ok(())

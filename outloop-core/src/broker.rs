@@ -1,7 +1,7 @@
 //! The [`Broker`]: one request through the request flow of DESIGN.md, steps 1 to 8.
 //!
-//! 1. identify the workspace, 2. resolve its tenant, 3. decide, 4. resolve the credentials the
-//! action declares for that tenant only, 5. execute, 6. redact, 7. audit durably, 8. return.
+//! The steps: identify the workspace; resolve its tenant; decide; resolve the credentials the
+//! action declares, for that tenant only; execute; redact; audit durably; return.
 //! Every attempt, allowed or denied, leaves one audit record; a denied request touches no
 //! backend.
 
@@ -304,17 +304,17 @@ impl Broker {
             a.record.workspace = ws.dir.display().to_string();
             a.record.tenant = Some(ws.tenant.clone());
         }
-        if let Some(t) = named {
-            if t != ws.tenant {
-                return Err(Error::new(
-                    ErrorKind::PolicyDenied,
-                    format!(
-                        "request names tenant `{t}`, but workspace `{}` is bound to tenant `{}`; denied before any backend was touched",
-                        ws.root.display(),
-                        ws.tenant
-                    ),
-                ));
-            }
+        if let Some(t) = named
+            && t != ws.tenant
+        {
+            return Err(Error::new(
+                ErrorKind::PolicyDenied,
+                format!(
+                    "request names tenant `{t}`, but workspace `{}` is bound to tenant `{}`; denied before any backend was touched",
+                    ws.root.display(),
+                    ws.tenant
+                ),
+            ));
         }
         Ok(ws)
     }

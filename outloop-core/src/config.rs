@@ -938,10 +938,8 @@ fn validate_auth(auth: &AuthConfig) -> std::result::Result<(), (String, String)>
                     format!("`{name}` is not a valid header name"),
                 ));
             }
-            if let Some(f) = format {
-                if !f.contains("{secret}") {
-                    return Err(("auth.format".into(), "must contain `{secret}`".into()));
-                }
+            if format.as_ref().is_some_and(|f| !f.contains("{secret}")) {
+                return Err(("auth.format".into(), "must contain `{secret}`".into()));
             }
         }
         AuthConfig::Query { name } if name.is_empty() => {
@@ -1097,10 +1095,10 @@ fn validate_action(a: &ActionConfig) -> std::result::Result<(), (String, String)
         if (p.min.is_some() || p.max.is_some()) && p.ty != ParamType::Integer {
             return Err((at("min"), "only integer parameters take min and max".into()));
         }
-        if let (Some(lo), Some(hi)) = (p.min, p.max) {
-            if lo > hi {
-                return Err((at("min"), format!("min {lo} is greater than max {hi}")));
-            }
+        if let (Some(lo), Some(hi)) = (p.min, p.max)
+            && lo > hi
+        {
+            return Err((at("min"), format!("min {lo} is greater than max {hi}")));
         }
         if let Some(d) = &p.default {
             let ok = match p.ty {

@@ -33,10 +33,10 @@ fn echo_server() -> String {
                 if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
                     break;
                 }
-                if let Some((k, v)) = line.split_once(':') {
-                    if k.eq_ignore_ascii_case("authorization") {
-                        auth = v.trim().to_owned();
-                    }
+                if let Some((k, v)) = line.split_once(':')
+                    && k.eq_ignore_ascii_case("authorization")
+                {
+                    auth = v.trim().to_owned();
                 }
             }
             let body = format!("{{\"you_sent\":\"{auth}\"}}");
