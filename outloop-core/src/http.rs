@@ -1,50 +1,700 @@
-//! TEMPORARY stub with the agreed API; replaced by the real HTTP action.
-#![allow(missing_docs)]
-use crate::action::{Action, ActionResponse, Credentials, Params, RawParams};
-use crate::config::{ActionConfig, EgressConfig, ParamSpec};
-use crate::error::{Error, Result};
+//! HTTP actions: [`HttpAction`] performs one configured `[actions."<name>"]` call through a
+//! shared [`HttpClient`].
+//!
+//! This is step 5 of the request flow in DESIGN.md. Parameters fill only the slots the action
+//! declares (path segments percent-encoded, query values, header values, JSON body leaves) and
+//! never change the scheme, host or port. The credential is applied last, only where `auth`
+//! says. Egress to loopback, private and link-local addresses is refused unless
+//! `[egress] allow_private` covers it, and the address checked is the address connected to.
+//! Redirects are followed only within the pinned origin; a redirect elsewhere is returned as
+//! the result, so the credential never goes there. Responses are decoded (gzip, deflate,
+//! brotli), an encoding that cannot be decoded is refused, and the decoded body is capped.
+//!
+//! Redirect semantics, as browsers and reqwest do them: 307 and 308 keep the method and body;
+//! 303 turns anything but HEAD into a GET without a body; 301 and 302 turn a POST into a GET
+//! without a body and keep other methods. After [`MAX_REDIRECTS`] followed hops, the next 3xx
+//! is returned as the result rather than followed.
+//!
+//! Known limit: decoding is reqwest's (tower-http's). A response with *several*
+//! `Content-Encoding` header lines is decoded by the first one only and all of them are
+//! dropped, so such a body can pass still encoded. A single header naming several codings
+//! (`gzip, br`) is refused.
+
+mod egress;
+mod params;
+mod template;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
 use async_trait::async_trait;
-use std::collections::BTreeMap;
+use base64::Engine as _;
+use bytes::Bytes;
+use futures_util::Stream;
+use ipnet::IpNet;
+use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::{Method, StatusCode};
+use url::Url;
+
+use crate::action::{Action, ActionResponse, BodyStream, Credentials, Params, RawParams};
+use crate::config::{
+    ActionConfig, AuthConfig, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT_SECS, EgressConfig,
+    HttpMethod,
+};
+use crate::error::{Error, ErrorKind, Result};
+use crate::secret::SecretValue;
+
+pub use egress::is_restricted;
+pub use params::{DEFAULT_MAX_LENGTH, validate_params};
+
+use egress::{EgressRefused, EgressResolver};
+use params::CompiledParams;
+use template::{Template, UrlTemplate, authority, same_origin};
+
+/// How many same-origin redirects one call follows before returning the last 3xx response.
+pub const MAX_REDIRECTS: usize = 5;
+
+/// How long establishing one connection (TCP and TLS) may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The shared HTTP client: one per broker, cheap to clone (clones share one connection pool).
+///
+/// It never uses proxies from the environment, never follows redirects by itself (an
+/// [`HttpAction`] follows same-origin ones), and resolves host names through a resolver that
+/// drops every address [`is_restricted`] refuses unless `[egress] allow_private` covers it.
+/// It speaks HTTP/1.1 and HTTP/2 (negotiated over TLS), and decodes gzip, deflate and brotli
+/// response bodies. Safe to share between threads and tasks.
 #[derive(Clone)]
-pub struct HttpClient;
-impl HttpClient {
-    pub fn new(_egress: &EgressConfig) -> Result<Self> {
-        Ok(Self)
+pub struct HttpClient {
+    inner: reqwest::Client,
+    allow: Arc<Vec<IpNet>>,
+}
+
+impl fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpClient")
+            .field("allow_private", &self.allow)
+            .finish_non_exhaustive()
     }
 }
+
+impl HttpClient {
+    /// Builds the client for the host's `[egress]` settings.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Internal`] when the TLS backend cannot be initialised.
+    pub fn new(egress: &EgressConfig) -> Result<Self> {
+        let allow = Arc::new(egress.allow_private.clone());
+        let inner = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .referer(false)
+            .dns_resolver(Arc::new(EgressResolver {
+                allow: Arc::clone(&allow),
+            }))
+            .connect_timeout(CONNECT_TIMEOUT)
+            .user_agent(concat!("outloop/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| {
+                Error::internal("cannot build the HTTP client").with_source(e.without_url())
+            })?;
+        Ok(Self { inner, allow })
+    }
+}
+
+/// How the credential is applied, with the header name parsed once.
+#[derive(Debug, Clone)]
+enum Auth {
+    Bearer,
+    Header { name: HeaderName, format: String },
+    Basic { username: String },
+    Query { name: String },
+}
+
+/// One compiled HTTP action: the pinned URL, templates, parameter rules and credential
+/// placement from an [`ActionConfig`], ready to execute many times.
+///
+/// Safe to share between tasks; [`Action::execute`] takes `&self`.
 pub struct HttpAction {
     name: String,
-    cfg: ActionConfig,
+    description: String,
+    credential: Option<String>,
+    auth: Option<Auth>,
+    method: Method,
+    url: UrlTemplate,
+    query: Vec<(String, Template)>,
+    headers: Vec<(HeaderName, Template)>,
+    body: Option<serde_json::Value>,
+    params: CompiledParams,
+    timeout: Duration,
+    max_bytes: u64,
+    client: HttpClient,
 }
+
+impl fmt::Debug for HttpAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpAction")
+            .field("name", &self.name)
+            .field("method", &self.method)
+            .field("origin", &self.url.origin().as_str())
+            .field("credential", &self.credential)
+            .finish_non_exhaustive()
+    }
+}
+
+fn method_of(m: HttpMethod) -> Method {
+    match m {
+        HttpMethod::Get => Method::GET,
+        HttpMethod::Head => Method::HEAD,
+        HttpMethod::Post => Method::POST,
+        HttpMethod::Put => Method::PUT,
+        HttpMethod::Patch => Method::PATCH,
+        HttpMethod::Delete => Method::DELETE,
+    }
+}
+
+fn body_placeholders(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::String(s) => {
+            out.extend(Template::parse(s).params().map(str::to_owned));
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| body_placeholders(x, out)),
+        serde_json::Value::Object(o) => o.values().for_each(|x| body_placeholders(x, out)),
+        _ => {}
+    }
+}
+
 impl HttpAction {
-    pub fn new(name: &str, config: &ActionConfig, _client: HttpClient) -> Result<Self> {
+    /// Compiles action `name` from its config: parses the URL and templates and compiles the
+    /// parameter patterns once.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Config`] naming the action when the URL is not a pinned http(s) URL with
+    /// placeholders only in the path, a placeholder has no declared parameter, a header name is
+    /// invalid, a pattern does not compile, `credential` and `auth` are not both set or both
+    /// unset, a GET or HEAD action has a body, or a timeout or size cap is zero.
+    pub fn new(name: &str, config: &ActionConfig, client: HttpClient) -> Result<Self> {
+        let cfg_err = |msg: String| Error::config(format!("action `{name}`: {msg}"));
+        let url = UrlTemplate::parse(&config.url).map_err(|m| cfg_err(format!("url: {m}")))?;
+        let query: Vec<(String, Template)> = config
+            .query
+            .iter()
+            .map(|(k, v)| (k.clone(), Template::parse(v)))
+            .collect();
+        let mut headers = Vec::new();
+        for (k, v) in &config.headers {
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| cfg_err(format!("headers: `{k}` is not a valid header name")))?;
+            headers.push((name, Template::parse(v)));
+        }
+
+        let mut used: Vec<String> = url.params().map(str::to_owned).collect();
+        for (_, t) in &query {
+            used.extend(t.params().map(str::to_owned));
+        }
+        for (_, t) in &headers {
+            used.extend(t.params().map(str::to_owned));
+        }
+        if let Some(b) = &config.body {
+            body_placeholders(b, &mut used);
+        }
+        if let Some(p) = used
+            .iter()
+            .find(|p| !config.params.contains_key(p.as_str()))
+        {
+            return Err(cfg_err(format!(
+                "placeholder `{{{p}}}` has no declared parameter in `params`"
+            )));
+        }
+        if config.body.is_some() && config.method.is_read_only() {
+            return Err(cfg_err(format!(
+                "a {} request has no body",
+                config.method.as_str()
+            )));
+        }
+
+        let auth = match (&config.credential, &config.auth) {
+            (Some(_), None) => return Err(cfg_err("`auth` is required with `credential`".into())),
+            (None, Some(_)) => return Err(cfg_err("`credential` is required with `auth`".into())),
+            (None, None) => None,
+            (Some(_), Some(a)) => Some(match a {
+                AuthConfig::Bearer => Auth::Bearer,
+                AuthConfig::Header { name: h, format } => {
+                    let header = HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
+                        cfg_err(format!("auth.name: `{h}` is not a valid header name"))
+                    })?;
+                    let format = format.clone().unwrap_or_else(|| "{secret}".to_owned());
+                    if !format.contains("{secret}") {
+                        return Err(cfg_err("auth.format must contain `{secret}`".into()));
+                    }
+                    Auth::Header {
+                        name: header,
+                        format,
+                    }
+                }
+                AuthConfig::Basic { username } => {
+                    if username.contains(':') {
+                        return Err(cfg_err("auth.username must not contain `:`".into()));
+                    }
+                    Auth::Basic {
+                        username: username.clone(),
+                    }
+                }
+                AuthConfig::Query { name: q } => {
+                    if q.is_empty() {
+                        return Err(cfg_err("auth.name must not be empty".into()));
+                    }
+                    Auth::Query { name: q.clone() }
+                }
+            }),
+        };
+
+        let timeout_secs = config.timeout_secs.unwrap_or(DEFAULT_TIMEOUT_SECS);
+        if timeout_secs == 0 {
+            return Err(cfg_err("timeout_secs must be at least 1".into()));
+        }
+        let max_bytes = config
+            .max_response_bytes
+            .unwrap_or(DEFAULT_MAX_RESPONSE_BYTES);
+        if max_bytes == 0 {
+            return Err(cfg_err("max_response_bytes must be at least 1".into()));
+        }
+        let params =
+            CompiledParams::compile(&config.params).map_err(|e| cfg_err(e.message().to_owned()))?;
+
         Ok(Self {
-            name: name.into(),
-            cfg: config.clone(),
+            name: name.to_owned(),
+            description: config.description.clone().unwrap_or_default(),
+            credential: config.credential.clone(),
+            auth,
+            method: method_of(config.method),
+            url,
+            query,
+            headers,
+            body: config.body.clone(),
+            params,
+            timeout: Duration::from_secs(timeout_secs),
+            max_bytes,
+            client,
+        })
+    }
+
+    /// The request as the action declares it, before the credential: URL with query, headers,
+    /// and the JSON body bytes.
+    fn prepare(&self, params: &Params) -> Result<(Url, HeaderMap, Option<Bytes>)> {
+        let mut url = self.url.build(params)?;
+        template::append_query(&mut url, &self.query, params);
+        let mut headers = HeaderMap::new();
+        for (k, v) in template::render_headers(&self.name, &self.headers, params)? {
+            headers.insert(k, v);
+        }
+        let body = match &self.body {
+            Some(t) => match template::render_body(t, params) {
+                Some(v) => Some(Bytes::from(serde_json::to_vec(&v).map_err(|e| {
+                    Error::internal(format!("action `{}`: body: {e}", self.name))
+                })?)),
+                None => None,
+            },
+            None => None,
+        };
+        Ok((url, headers, body))
+    }
+
+    /// One request with the credential applied where `auth` says, as the last step.
+    fn request(
+        &self,
+        method: &Method,
+        url: &Url,
+        headers: &HeaderMap,
+        body: Option<&Bytes>,
+        secret: Option<&SecretValue>,
+        timeout: Duration,
+    ) -> Result<reqwest::Request> {
+        let mut url = url.clone();
+        let mut headers = headers.clone();
+        match body {
+            Some(_) => {
+                if !headers.contains_key(CONTENT_TYPE) {
+                    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                }
+            }
+            None => {
+                headers.remove(CONTENT_TYPE);
+            }
+        }
+        if let (Some(auth), Some(secret)) = (&self.auth, secret) {
+            let bytes = secret.expose_secret();
+            let sensitive = |mut v: Vec<u8>| {
+                let r = HeaderValue::from_bytes(&v).map(|mut h| {
+                    h.set_sensitive(true);
+                    h
+                });
+                zeroize::Zeroize::zeroize(&mut v);
+                r.map_err(|_| {
+                    Error::new(
+                        ErrorKind::InvalidSecret,
+                        format!(
+                            "credential `{}` of action `{}` cannot be sent in a header: it holds bytes a header cannot carry (such as CR, LF or NUL)",
+                            self.credential.as_deref().unwrap_or(""),
+                            self.name
+                        ),
+                    )
+                })
+            };
+            match auth {
+                Auth::Bearer => {
+                    let mut v = b"Bearer ".to_vec();
+                    v.extend_from_slice(bytes);
+                    headers.insert(AUTHORIZATION, sensitive(v)?);
+                }
+                Auth::Header { name, format } => {
+                    let mut v = Vec::new();
+                    for (i, part) in format.split("{secret}").enumerate() {
+                        if i > 0 {
+                            v.extend_from_slice(bytes);
+                        }
+                        v.extend_from_slice(part.as_bytes());
+                    }
+                    headers.insert(name.clone(), sensitive(v)?);
+                }
+                Auth::Basic { username } => {
+                    let mut plain = format!("{username}:").into_bytes();
+                    plain.extend_from_slice(bytes);
+                    let encoded = base64::engine::general_purpose::STANDARD.encode(&plain);
+                    zeroize::Zeroize::zeroize(&mut plain);
+                    headers.insert(AUTHORIZATION, sensitive(format!("Basic {encoded}").into())?);
+                }
+                Auth::Query { name } => set_query_secret(&mut url, name, bytes),
+            }
+        }
+        let mut req = reqwest::Request::new(method.clone(), url);
+        *req.headers_mut() = headers;
+        *req.timeout_mut() = Some(timeout);
+        if let Some(b) = body {
+            *req.body_mut() = Some(reqwest::Body::from(b.clone()));
+        }
+        Ok(req)
+    }
+
+    /// The next URL, method and body when `resp` is a redirect this action follows: a 301,
+    /// 302, 303, 307 or 308 whose `Location` stays in the pinned origin.
+    fn redirect(
+        &self,
+        resp: &reqwest::Response,
+        current: &Url,
+        method: &Method,
+        body: Option<&Bytes>,
+    ) -> Option<(Url, Method, Option<Bytes>)> {
+        let status = resp.status();
+        if !matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308) {
+            return None;
+        }
+        let location = resp.headers().get(LOCATION)?.to_str().ok()?;
+        let mut next = current.join(location).ok()?;
+        next.set_fragment(None);
+        if !same_origin(&next, self.url.origin()) {
+            return None;
+        }
+        // User info in a Location would become basic auth; it has no place here.
+        let _ = next.set_username("");
+        let _ = next.set_password(None);
+        let to_get = (status == StatusCode::SEE_OTHER && *method != Method::HEAD)
+            || (matches!(status.as_u16(), 301 | 302) && *method == Method::POST);
+        if to_get {
+            Some((next, Method::GET, None))
+        } else {
+            Some((next, method.clone(), body.cloned()))
+        }
+    }
+
+    fn response(
+        &self,
+        resp: reqwest::Response,
+        method: &Method,
+        secret: Option<&SecretValue>,
+    ) -> Result<ActionResponse> {
+        let status = resp.status();
+        let host = authority(resp.url());
+        let is_head = *method == Method::HEAD;
+        if !is_head {
+            for value in resp.headers().get_all(CONTENT_ENCODING) {
+                for token in value.as_bytes().split(|&b| b == b',') {
+                    let token = token.trim_ascii();
+                    if !token.is_empty() && !token.eq_ignore_ascii_case(b"identity") {
+                        let shown: String = String::from_utf8_lossy(token)
+                            .chars()
+                            .filter(|c| c.is_ascii_graphic())
+                            .take(40)
+                            .collect();
+                        return Err(Error::new(
+                            ErrorKind::SafetyRefused,
+                            scrub(
+                                format!(
+                                    "response uses content-encoding `{shown}` that outloop cannot decode; refused rather than passed through unread"
+                                ),
+                                secret,
+                            ),
+                        ));
+                    }
+                }
+            }
+            let declared = resp
+                .headers()
+                .get(CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            if let Some(len) = declared.filter(|&len| len > self.max_bytes) {
+                return Err(Error::new(
+                    ErrorKind::SafetyRefused,
+                    format!(
+                        "response body exceeds the {}-byte cap of action `{}` (Content-Length: {len})",
+                        self.max_bytes, self.name
+                    ),
+                ));
+            }
+        }
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec()))
+            .collect();
+        let body: BodyStream = if is_head {
+            Box::pin(futures_util::stream::empty())
+        } else {
+            Box::pin(CappedBody {
+                inner: Box::pin(resp.bytes_stream()),
+                total: 0,
+                cap: self.max_bytes,
+                action: self.name.clone(),
+                host,
+                timeout: self.timeout,
+                done: false,
+            })
+        };
+        Ok(ActionResponse {
+            status: status.as_u16(),
+            status_text: status.canonical_reason().unwrap_or("").to_owned(),
+            headers,
+            body,
         })
     }
 }
-pub fn validate_params(_specs: &BTreeMap<String, ParamSpec>, _raw: &RawParams) -> Result<Params> {
-    Ok(Params::default())
+
+/// Puts the secret in query parameter `name`, replacing any pair of that name already there.
+fn set_query_secret(url: &mut Url, name: &str, secret: &[u8]) {
+    if url.query_pairs().any(|(k, _)| k == name) {
+        let kept: Vec<(String, String)> = url
+            .query_pairs()
+            .filter(|(k, _)| k != name)
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        url.set_query(None);
+        if !kept.is_empty() {
+            url.query_pairs_mut().extend_pairs(kept);
+        }
+    }
+    let name: String = url::form_urlencoded::byte_serialize(name.as_bytes()).collect();
+    let value: String = url::form_urlencoded::byte_serialize(secret).collect();
+    let query = match url.query() {
+        Some(q) if !q.is_empty() => format!("{q}&{name}={value}"),
+        _ => format!("{name}={value}"),
+    };
+    url.set_query(Some(&query));
 }
+
+/// Replaces the secret in an upstream-derived message, in case a peer reflected it.
+fn scrub(message: String, secret: Option<&SecretValue>) -> String {
+    match secret.map(|s| String::from_utf8_lossy(s.expose_secret()).into_owned()) {
+        Some(s) if !s.is_empty() && message.contains(&s) => message.replace(&s, "[REDACTED]"),
+        _ => message,
+    }
+}
+
+/// The first error of type `T` in `err`'s source chain.
+fn find_source<'a, T: std::error::Error + 'static>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(t) = e.downcast_ref::<T>() {
+            return Some(t);
+        }
+        cur = e.source();
+    }
+    None
+}
+
+/// A short cause for a transport error: the innermost source's text (an OS, DNS or TLS
+/// message), never a URL.
+fn short_cause(err: &reqwest::Error, secret: Option<&SecretValue>) -> String {
+    let mut deepest = None;
+    let mut cur = std::error::Error::source(err);
+    while let Some(e) = cur {
+        deepest = Some(e);
+        cur = e.source();
+    }
+    let text = deepest.map(|e| e.to_string()).unwrap_or_default();
+    let fallback = if err.is_connect() {
+        "connection failed"
+    } else if err.is_body() || err.is_decode() {
+        "reading the response failed"
+    } else {
+        "request failed"
+    };
+    if text.is_empty() || text.contains("://") {
+        return fallback.to_owned();
+    }
+    let short: String = text.chars().take(200).collect();
+    scrub(short, secret)
+}
+
+/// Maps a reqwest error to an outloop error naming only the host.
+fn upstream_error(
+    err: reqwest::Error,
+    host: &str,
+    timeout: Duration,
+    secret: Option<&SecretValue>,
+) -> Error {
+    if let Some(refused) = find_source::<EgressRefused>(&err) {
+        return Error::new(ErrorKind::SafetyRefused, refused.to_string());
+    }
+    if err.is_timeout() {
+        return Error::new(
+            ErrorKind::Timeout,
+            format!("{host} did not answer within {} s", timeout.as_secs()),
+        )
+        .with_source(err.without_url());
+    }
+    let cause = short_cause(&err, secret);
+    let what = if err.is_body() || err.is_decode() {
+        format!("reading the response from {host} failed: {cause}")
+    } else {
+        format!("cannot reach {host}: {cause}")
+    };
+    Error::new(ErrorKind::UpstreamUnreachable, what).with_source(err.without_url())
+}
+
+/// The response body, failing closed once the running total of decoded bytes passes the cap.
+struct CappedBody {
+    inner: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
+    total: u64,
+    cap: u64,
+    action: String,
+    host: String,
+    timeout: Duration,
+    done: bool,
+}
+
+impl Stream for CappedBody {
+    type Item = Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let item = match self.inner.as_mut().poll_next(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(item) => item,
+        };
+        match item {
+            None => {
+                self.done = true;
+                Poll::Ready(None)
+            }
+            Some(Ok(chunk)) => {
+                self.total = self.total.saturating_add(chunk.len() as u64);
+                if self.total > self.cap {
+                    self.done = true;
+                    return Poll::Ready(Some(Err(Error::new(
+                        ErrorKind::SafetyRefused,
+                        format!(
+                            "response body exceeds the {}-byte cap of action `{}`",
+                            self.cap, self.action
+                        ),
+                    ))));
+                }
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Some(Err(e)) => {
+                self.done = true;
+                Poll::Ready(Some(Err(upstream_error(e, &self.host, self.timeout, None))))
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl Action for HttpAction {
     fn name(&self) -> &str {
         &self.name
     }
+
     fn description(&self) -> &str {
-        self.cfg.description.as_deref().unwrap_or("")
+        &self.description
     }
+
     fn credentials(&self) -> Vec<String> {
-        self.cfg.credential.iter().cloned().collect()
+        self.credential.iter().cloned().collect()
     }
+
     fn params_schema(&self) -> serde_json::Value {
-        serde_json::json!({"type":"object"})
+        self.params.schema()
     }
+
     fn validate(&self, raw: &RawParams) -> Result<Params> {
-        validate_params(&self.cfg.params, raw)
+        self.params.validate(Some(&self.name), raw)
     }
-    async fn execute(&self, _p: &Params, _c: &Credentials) -> Result<ActionResponse> {
-        Err(Error::internal("stub"))
+
+    async fn execute(&self, params: &Params, credentials: &Credentials) -> Result<ActionResponse> {
+        let secret = match &self.credential {
+            Some(c) => Some(credentials.get(c).ok_or_else(|| {
+                Error::internal(format!(
+                    "credential `{c}` of action `{}` was not resolved before execution",
+                    self.name
+                ))
+            })?),
+            None => None,
+        };
+        let (mut url, headers, mut body) = self.prepare(params)?;
+        let mut method = self.method.clone();
+        let deadline = Instant::now() + self.timeout;
+        let mut hops = 0;
+        loop {
+            let host = authority(&url);
+            egress::check_literal_host(&url, &self.client.allow)?;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!("{host} did not answer within {} s", self.timeout.as_secs()),
+                ));
+            }
+            let req = self.request(&method, &url, &headers, body.as_ref(), secret, remaining)?;
+            let resp = self
+                .client
+                .inner
+                .execute(req)
+                .await
+                .map_err(|e| upstream_error(e, &host, self.timeout, secret))?;
+            if hops < MAX_REDIRECTS
+                && let Some((next, m, b)) = self.redirect(&resp, &url, &method, body.as_ref())
+            {
+                hops += 1;
+                url = next;
+                method = m;
+                body = b;
+                continue;
+            }
+            return self.response(resp, &method, secret);
+        }
     }
 }
