@@ -217,12 +217,10 @@ async fn secret(paths: &Paths, command: SecretCommand) -> Result<u8> {
         } => {
             let r = SecretRef::parse(&reference)?;
             let backend = backend_for(&backends, &r)?;
-            if let Some(t) = &tenant {
-                if !cfg.tenants.contains_key(t) {
-                    return Err(Error::config(format!(
-                        "no tenant `{t}` in the config; add it with `outloop tenant add {t}`"
-                    )));
-                }
+            if let Some(t) = tenant.as_ref().filter(|t| !cfg.tenants.contains_key(*t)) {
+                return Err(Error::config(format!(
+                    "no tenant `{t}` in the config; add it with `outloop tenant add {t}`"
+                )));
             }
             let value = read_secret(keep_newline)?;
             let floor = cfg.redaction.floor;

@@ -238,10 +238,40 @@ fn percent_both_cases_and_plus() {
             "q=FAKE%20pass%2fw%c3%b6rd%26x%3d1%7e*&n=1",
         ),
         ("percent_raw", "q=FAKE pass/w\u{f6}rd&x=1~*&n=1"),
+        // A server that re-quotes a URL with its own safe set (seen from Werkzeug/httpbin):
+        // `/` and `~` raw, `&` and `=` encoded, space as `+`.
+        (
+            "percent_requoted_mixed",
+            "q=FAKE+pass/w%C3%B6rd%26x%3D1~%2A&n=1",
+        ),
+        (
+            "percent_mixed_lower",
+            "q=FAKE%20pass/w%c3%b6rd&x%3d1%7e*&n=1",
+        ),
     ];
     for (name, input) in cases {
         check(&r, name, input.as_bytes(), b"q=[REDACTED:p]&n=1", 1);
     }
+}
+
+#[test]
+fn percent_form_inside_a_json_string() {
+    // httpbin echoes the request URL in JSON: a re-quoted query value, then JSON-escaped.
+    let r = redactor(&[("k", b"FAKE acme/key+with&odd=chars\"1")]);
+    check(
+        &r,
+        "percent_then_json",
+        br#"{"url": "http://h/anything?api_key=FAKE+acme/key%2Bwith%26odd%3Dchars\"1"}"#,
+        br#"{"url": "http://h/anything?api_key=[REDACTED:k]"}"#,
+        1,
+    );
+    check(
+        &r,
+        "percent_then_json_slash",
+        br#"{"url": "http://h/?k=FAKE+acme\/key%2Bwith%26odd%3Dchars\"1"}"#,
+        br#"{"url": "http://h/?k=[REDACTED:k]"}"#,
+        1,
+    );
 }
 
 #[test]

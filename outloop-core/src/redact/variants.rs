@@ -19,7 +19,26 @@ pub(super) fn variants(raw: &[u8], floor: usize) -> Vec<Variant> {
     out.push(copy(raw));
     base64_forms(raw, &mut out);
     hex_forms(raw, &mut out);
-    percent_forms(raw, &mut out);
+    let mut percent = Vec::new();
+    percent_forms(raw, &mut percent);
+    // A percent form that keeps `"`, `\` or `/` raw is escaped again when it sits in a JSON
+    // string (an upstream echoing its request URL in a JSON body).
+    for form in &percent {
+        if form.iter().any(|b| matches!(b, b'"' | b'\\' | b'/'))
+            && let Ok(text) = std::str::from_utf8(form)
+        {
+            for slash in [false, true] {
+                out.push(json_escape(
+                    text,
+                    JsonStyle {
+                        slash,
+                        ..JsonStyle::default()
+                    },
+                ));
+            }
+        }
+    }
+    out.extend(percent);
     json_forms(raw, &mut out);
     out.retain(|v| v.len() >= floor.max(1));
     out
@@ -104,36 +123,61 @@ fn hex_forms(raw: &[u8], out: &mut Vec<Variant>) {
     }
 }
 
-/// Which bytes a percent-encoder leaves as they are.
-#[derive(Clone, Copy)]
-enum KeepSet {
-    /// RFC 3986 unreserved: `A-Z a-z 0-9 - . _ ~` (Python `quote(safe='')`, most URL libraries).
-    Unreserved,
-    /// WHATWG `application/x-www-form-urlencoded`: `A-Z a-z 0-9 * - . _`.
-    Form,
+/// The most distinct optional bytes for which every raw/encoded combination is registered.
+const MAX_OPTIONAL: usize = 6;
+
+/// Whether every percent-encoder leaves `b` as it is: letters, digits, `-`, `.`, `_`.
+fn always_kept(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')
 }
 
-impl KeepSet {
-    fn keeps(self, b: u8) -> bool {
-        b.is_ascii_alphanumeric()
-            || match self {
-                KeepSet::Unreserved => matches!(b, b'-' | b'.' | b'_' | b'~'),
-                KeepSet::Form => matches!(b, b'*' | b'-' | b'.' | b'_'),
-            }
-    }
+/// Whether some encoders keep `b` and others encode it: ASCII punctuation and space.
+/// (Control characters and non-ASCII bytes are always encoded.)
+fn optional(b: u8) -> bool {
+    !always_kept(b) && (b.is_ascii_punctuation() || b == b' ')
 }
 
-/// Percent-encoding: two keep-sets, either hex case, space as `%20` or `+`.
+/// Percent-encoding as real encoders write it. Encoders disagree on which punctuation they
+/// leave alone (RFC 3986 unreserved, WHATWG form, `encodeURIComponent`, Werkzeug and Python
+/// `quote` with their own safe sets, servers that re-quote a URL), so for a secret with at most
+/// [`MAX_OPTIONAL`] distinct punctuation bytes every raw/encoded combination is registered; for
+/// more, the RFC 3986 and WHATWG form sets. Each form in either hex case, with space as `%20`
+/// or `+`.
 fn percent_forms(raw: &[u8], out: &mut Vec<Variant>) {
-    for set in [KeepSet::Unreserved, KeepSet::Form] {
+    let mut opt: Vec<u8> = raw.iter().copied().filter(|&b| optional(b)).collect();
+    opt.sort_unstable();
+    opt.dedup();
+    let masks: Vec<Box<dyn Fn(u8) -> bool>> = if opt.len() <= MAX_OPTIONAL {
+        (0u32..(1 << opt.len()))
+            .map(|mask| {
+                let opt = opt.clone();
+                Box::new(move |b: u8| {
+                    always_kept(b)
+                        || opt
+                            .iter()
+                            .position(|&o| o == b)
+                            .is_some_and(|i| mask & (1 << i) != 0)
+                }) as Box<dyn Fn(u8) -> bool>
+            })
+            .collect()
+    } else {
+        vec![
+            Box::new(|b: u8| always_kept(b) || b == b'~'),
+            Box::new(|b: u8| always_kept(b) || b == b'*'),
+        ]
+    };
+    for keeps in &masks {
         for digits in [HEX_UPPER, HEX_LOWER] {
             for plus in [false, true] {
+                if plus && !raw.contains(&b' ') {
+                    continue;
+                }
                 let mut e = Zeroizing::new(Vec::with_capacity(raw.len() * 3));
                 for &b in raw {
-                    if set.keeps(b) {
-                        e.push(b);
-                    } else if plus && b == b' ' {
+                    if plus && b == b' ' {
                         e.push(b'+');
+                    } else if keeps(b) {
+                        e.push(b);
                     } else {
                         e.extend_from_slice(&[
                             b'%',
