@@ -384,7 +384,20 @@ impl Broker {
             String::from_utf8_lossy(&r.output).into_owned()
         };
         let mut headers: BTreeMap<String, String> = BTreeMap::new();
-        for (name, value) in &response.headers {
+        // Hop-by-hop headers and the upstream's framing describe the upstream connection and
+        // body, not the redacted body returned here.
+        const DROPPED: [&str; 5] = [
+            "connection",
+            "content-length",
+            "keep-alive",
+            "transfer-encoding",
+            "upgrade",
+        ];
+        for (name, value) in response
+            .headers
+            .iter()
+            .filter(|(n, _)| !DROPPED.contains(&n.as_str()))
+        {
             let r = redactor.redact(value);
             redactions += r.count;
             let v = String::from_utf8_lossy(&r.output).into_owned();

@@ -72,6 +72,39 @@ fn named_header_and_basic_auth_echoes_are_redacted() {
 }
 
 #[test]
+fn basic_auth_is_accepted_by_httpbin() {
+    // httpbin's /basic-auth/<user>/<password> answers 200 only when basic auth carries exactly
+    // that user and password; the expected password lives only in the host config.
+    const PASSWORD: &str = "FAKE-basic-password-91x";
+    let rec = Recorder::start();
+    let action = format!(
+        r#"
+[actions."echo.basic-auth"]
+credential = "basic"
+method = "GET"
+url = "{}/basic-auth/outloop/{PASSWORD}"
+auth = {{ type = "basic", username = "outloop" }}
+"#,
+        crate::support::httpbin()
+    );
+    let mut env = Env::new(&format!("{}{action}", actions(&rec.url)));
+    env.secrets.push(PASSWORD.into());
+    env.set_secret("vault://acme/basic", PASSWORD, Some(("acme", "basic")));
+    let r = env.run(&["call", "echo.basic-auth", "--json"], &env.acme);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(v["status"], 200, "{v}");
+    assert_eq!(
+        v["body"],
+        "{\n  \"authenticated\": true,\n  \"user\": \"outloop\"\n}\n"
+    );
+    // The wrong tenant's workspace has no such credential.
+    let r = env.run(&["call", "echo.basic-auth"], &env.globex);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    env.assert_no_leak();
+}
+
+#[test]
 fn query_credential_is_redacted_in_args_and_url() {
     let (env, _rec) = env();
     let r = env.run(
