@@ -15,10 +15,9 @@
 //! without a body and keep other methods. After [`MAX_REDIRECTS`] followed hops, the next 3xx
 //! is returned as the result rather than followed.
 //!
-//! Known limit: decoding is reqwest's (tower-http's). A response with *several*
-//! `Content-Encoding` header lines is decoded by the first one only and all of them are
-//! dropped, so such a body can pass still encoded. A single header naming several codings
-//! (`gzip, br`) is refused.
+//! Decoding is done here, not by reqwest: every coding named by every `Content-Encoding`
+//! line (`gzip`, `x-gzip`, `deflate`, `br`, `identity`) is undone in reverse order, so a body
+//! encoded several times is decoded in full before redaction; any other coding is refused.
 
 mod egress;
 mod params;
@@ -93,7 +92,13 @@ impl HttpClient {
     /// [`ErrorKind::Internal`] when the TLS backend cannot be initialised.
     pub fn new(egress: &EgressConfig) -> Result<Self> {
         let allow = Arc::new(egress.allow_private.clone());
+        let mut accept = HeaderMap::new();
+        accept.insert(
+            reqwest::header::ACCEPT_ENCODING,
+            HeaderValue::from_static("gzip, deflate, br"),
+        );
         let inner = reqwest::Client::builder()
+            .default_headers(accept)
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .referer(false)
@@ -425,11 +430,17 @@ impl HttpAction {
         let status = resp.status();
         let host = authority(resp.url());
         let is_head = *method == Method::HEAD;
+        let mut codings = Vec::new();
         if !is_head {
             for value in resp.headers().get_all(CONTENT_ENCODING) {
                 for token in value.as_bytes().split(|&b| b == b',') {
                     let token = token.trim_ascii();
-                    if !token.is_empty() && !token.eq_ignore_ascii_case(b"identity") {
+                    if token.is_empty() || token.eq_ignore_ascii_case(b"identity") {
+                        continue;
+                    }
+                    if let Some(c) = Coding::parse(token) {
+                        codings.push(c);
+                    } else {
                         let shown: String = String::from_utf8_lossy(token)
                             .chars()
                             .filter(|c| c.is_ascii_graphic())
@@ -462,21 +473,22 @@ impl HttpAction {
                 ));
             }
         }
+        let decoded = !codings.is_empty();
         let headers = resp
             .headers()
             .iter()
+            // Once decoded, the encoding and the encoded length no longer describe the body.
+            .filter(|(k, _)| !(decoded && (*k == CONTENT_ENCODING || *k == CONTENT_LENGTH)))
             .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec()))
             .collect();
         let body: BodyStream = if is_head {
             Box::pin(futures_util::stream::empty())
         } else {
             Box::pin(CappedBody {
-                inner: Box::pin(resp.bytes_stream()),
+                inner: decode(resp.bytes_stream(), &codings, host, self.timeout),
                 total: 0,
                 cap: self.max_bytes,
                 action: self.name.clone(),
-                host,
-                timeout: self.timeout,
                 done: false,
             })
         };
@@ -583,14 +595,89 @@ fn upstream_error(
     Error::new(ErrorKind::UpstreamUnreachable, what).with_source(err.without_url())
 }
 
+/// A content coding outloop decodes (RFC 9110 section 8.4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Coding {
+    /// `gzip` or `x-gzip` (RFC 1952).
+    Gzip,
+    /// `deflate`: the zlib format (RFC 1950), as RFC 9110 defines it.
+    Deflate,
+    /// `br` (RFC 7932).
+    Brotli,
+}
+
+impl Coding {
+    fn parse(token: &[u8]) -> Option<Self> {
+        match token.to_ascii_lowercase().as_slice() {
+            b"gzip" | b"x-gzip" => Some(Coding::Gzip),
+            b"deflate" => Some(Coding::Deflate),
+            b"br" => Some(Coding::Brotli),
+            _ => None,
+        }
+    }
+}
+
+type Chunks = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
+
+/// The body with every coding undone, last applied first; errors mapped to ours.
+fn decode(
+    raw: impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
+    codings: &[Coding],
+    host: String,
+    timeout: Duration,
+) -> Chunks {
+    use futures_util::{StreamExt, TryStreamExt};
+    use tokio::io::{AsyncBufRead, BufReader};
+
+    if codings.is_empty() {
+        return Box::pin(raw.map_err(move |e| upstream_error(e, &host, timeout, None)));
+    }
+    let mut reader: Pin<Box<dyn AsyncBufRead + Send>> = Box::pin(
+        tokio_util::io::StreamReader::new(raw.map_err(std::io::Error::other)),
+    );
+    for c in codings.iter().rev() {
+        reader = match c {
+            Coding::Gzip => Box::pin(BufReader::new(
+                async_compression::tokio::bufread::GzipDecoder::new(reader),
+            )),
+            Coding::Deflate => Box::pin(BufReader::new(
+                async_compression::tokio::bufread::ZlibDecoder::new(reader),
+            )),
+            Coding::Brotli => Box::pin(BufReader::new(
+                async_compression::tokio::bufread::BrotliDecoder::new(reader),
+            )),
+        };
+    }
+    let names: Vec<&'static str> = codings
+        .iter()
+        .map(|c| match c {
+            Coding::Gzip => "gzip",
+            Coding::Deflate => "deflate",
+            Coding::Brotli => "br",
+        })
+        .collect();
+    let names = names.join(", ");
+    Box::pin(
+        tokio_util::io::ReaderStream::new(reader).map(move |item| {
+            item.map_err(|e| match e.into_inner().map(|b| b.downcast::<reqwest::Error>()) {
+                Some(Ok(upstream)) => upstream_error(*upstream, &host, timeout, None),
+                _ => Error::new(
+                    ErrorKind::SafetyRefused,
+                    format!(
+                        "the response from {host} is not valid `{names}` content; refused rather than passed through undecoded"
+                    ),
+                ),
+            })
+        }),
+    )
+}
+
 /// The response body, failing closed once the running total of decoded bytes passes the cap.
 struct CappedBody {
-    inner: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
+    inner: Chunks,
     total: u64,
     cap: u64,
     action: String,
-    host: String,
-    timeout: Duration,
     done: bool,
 }
 
@@ -626,7 +713,7 @@ impl Stream for CappedBody {
             }
             Some(Err(e)) => {
                 self.done = true;
-                Poll::Ready(Some(Err(upstream_error(e, &self.host, self.timeout, None))))
+                Poll::Ready(Some(Err(e)))
             }
         }
     }

@@ -820,7 +820,7 @@ async fn cap_applies_to_decoded_bytes() {
 
 #[tokio::test]
 async fn undecodable_content_encodings_are_refused() {
-    for enc in ["compress", "zstd", "gzip, gzip", "x-custom"] {
+    for enc in ["compress", "zstd", "gzip, zstd", "x-custom"] {
         let srv = serve(vec![response(
             "200 OK",
             &[("Content-Encoding", enc)],
@@ -845,6 +845,46 @@ async fn undecodable_content_encodings_are_refused() {
     let a = action(&format!("method = \"GET\"\nurl = \"{}\"", srv.url("/")));
     let resp = run(&a, &[], &Credentials::new()).await.unwrap();
     assert_eq!(body_of(resp).await.0, b"plain");
+}
+
+#[tokio::test]
+async fn stacked_encodings_are_decoded_in_full() {
+    let text = b"{\"echo\":\"FAKE-stacked-secret\"}";
+    let twice = gzip(&gzip(text));
+    // Two header lines, and one line naming both codings: both mean gzip applied twice.
+    for headers in [
+        &[("Content-Encoding", "gzip"), ("Content-Encoding", "gzip")][..],
+        &[("Content-Encoding", "gzip, gzip")][..],
+    ] {
+        let srv = serve(vec![response("200 OK", headers, &twice)]).await;
+        let a = action(&format!("method = \"GET\"\nurl = \"{}\"", srv.url("/")));
+        let resp = run(&a, &[], &Credentials::new()).await.unwrap();
+        assert_eq!(header(&resp, "content-encoding"), None);
+        assert_eq!(body_ok(resp).await, text.to_vec(), "{headers:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_body_that_does_not_decode_is_refused() {
+    let srv = serve(vec![response(
+        "200 OK",
+        &[("Content-Encoding", "gzip")],
+        b"FAKE-not-gzip-at-all",
+    )])
+    .await;
+    let a = action(&format!("method = \"GET\"\nurl = \"{}\"", srv.url("/")));
+    let resp = run(&a, &[], &Credentials::new()).await.unwrap();
+    let (got, err) = body_of(resp).await;
+    let err = err.expect("undecodable body fails");
+    assert_eq!(err.kind(), ErrorKind::SafetyRefused);
+    assert!(
+        err.message().contains("is not valid `gzip` content"),
+        "{err}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&got).contains("FAKE"),
+        "raw bytes passed through"
+    );
 }
 
 #[tokio::test]
