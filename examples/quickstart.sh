@@ -10,7 +10,8 @@ cd "$repo"
 
 echo "building outloop…" >&2
 cargo build --quiet -p outloop-cli
-outloop_bin="$repo/target/debug/outloop"
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c "import json,sys; print(json.load(sys.stdin)[\"target_directory\"])")
+outloop_bin="$target_dir/debug/outloop"
 outloop() { "$outloop_bin" "$@"; }
 
 read -r httpbin httpbin_pid < <(scripts/httpbin.sh)

@@ -38,8 +38,7 @@ pub fn from_config(config: &HostConfig) -> Result<Vec<Arc<dyn SecretBackend>>> {
         match kind {
             #[cfg(feature = "vault")]
             BackendKind::Vault => {
-                let v = vault::VaultBackend::open(name, &config.paths, &b.settings, &bound)
-                    .map_err(|e| e.context(format!("backends.{name}")))?;
+                let v = vault::VaultBackend::open(name, &config.paths, &b.settings, &bound)?;
                 out.push(Arc::new(v));
             }
             other => out.push(Arc::new(NotBuilt {

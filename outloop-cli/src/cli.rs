@@ -22,6 +22,10 @@ impl Cli {
             Command::Policy {
                 command: PolicyCommand::Explain(e),
             } => e.json,
+            Command::Policy {
+                command: PolicyCommand::Test { json, .. },
+            } => *json,
+            Command::Approvals { json } => *json,
             _ => false,
         }
     }
@@ -65,6 +69,22 @@ pub enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// List requests held for a human's approval (refused inside a bound workspace).
+    Approvals {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a held request (refused inside a bound workspace).
+    Approve {
+        /// The approval id from `outloop approvals`.
+        id: String,
+    },
+    /// Reject a held request (refused inside a bound workspace).
+    Reject {
+        /// The approval id from `outloop approvals`.
+        id: String,
+    },
     /// Read and check the audit log.
     Audit {
         /// The audit command.
@@ -98,6 +118,10 @@ pub enum SecretCommand {
         /// The credential name to file it under (needs `--tenant`).
         #[arg(long, requires = "tenant")]
         credential: Option<String>,
+        /// Replace a value already stored at the reference (refused otherwise, so nothing is
+        /// overwritten by mistake).
+        #[arg(long)]
+        replace: bool,
         /// Keep a trailing newline read from stdin (by default one trailing `\n` or `\r\n` is
         /// removed, as `echo … |` adds it).
         #[arg(long)]
@@ -137,6 +161,15 @@ pub struct CallArgs {
 pub enum PolicyCommand {
     /// The decision for a request and the rule behind it, with no backend call.
     Explain(ExplainArgs),
+    /// Check a table of requests against their expected decisions; exit 0 only if all match.
+    Test {
+        /// A TOML file of `[[case]]` tables: `workspace`, `action`, optional `params`,
+        /// `method` and `path` (aliases), and `expect` (`allow`, `deny` or `approve`).
+        file: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `outloop policy explain …`.
@@ -150,6 +183,12 @@ pub struct ExplainArgs {
     /// Explain for this workspace directory instead of the current one.
     #[arg(long)]
     pub workspace: Option<PathBuf>,
+    /// For `alias:<name>`: the request's HTTP method.
+    #[arg(long, requires = "path")]
+    pub method: Option<String>,
+    /// For `alias:<name>`: the request's path below the alias base URL.
+    #[arg(long, requires = "method")]
+    pub path: Option<String>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,

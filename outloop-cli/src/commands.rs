@@ -17,6 +17,9 @@ use crate::cli::{
 };
 use crate::edit;
 
+/// The largest secret `secret set` stores, in bytes (PEM keys and JSON key files fit).
+const MAX_SECRET_BYTES: usize = 64 * 1024;
+
 /// Runs one command; returns the process exit code on success.
 pub async fn run(cli: Cli) -> Result<u8> {
     let paths = Paths::from_env()?;
@@ -25,20 +28,18 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Tenant { command } => match command {
             TenantCommand::Add { name } => {
                 edit::add_tenant(&paths, &name)?;
-                println!(
-                    "added tenant `{name}`; bind a workspace with `outloop bind <dir> {name}`"
-                );
+                outln!("added tenant `{name}`; bind a workspace with `outloop bind <dir> {name}`");
                 Ok(0)
             }
             TenantCommand::List => {
                 let cfg = HostConfig::load(&paths)?;
                 for (name, t) in &cfg.tenants {
-                    println!("{name}");
+                    outln!("{name}");
                     for w in &t.workspaces {
-                        println!("  workspace  {}", w.display());
+                        outln!("  workspace  {}", w.display());
                     }
                     for (c, e) in &t.credentials {
-                        println!("  credential {c} = {}", e.reference);
+                        outln!("  credential {c} = {}", e.reference);
                     }
                 }
                 Ok(0)
@@ -58,7 +59,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
                 ));
             }
             edit::bind(&paths, &canonical, &tenant)?;
-            println!("bound {} to tenant `{tenant}`", canonical.display());
+            outln!("bound {} to tenant `{tenant}`", canonical.display());
             Ok(0)
         }
         Command::Secret { command } => secret(&paths, command).await,
@@ -67,6 +68,12 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Policy {
             command: PolicyCommand::Explain(args),
         } => explain(&paths, args),
+        Command::Policy {
+            command: PolicyCommand::Test { file, json },
+        } => crate::policy_test::run(&paths, &file, json),
+        Command::Approvals { json } => approvals(&paths, json),
+        Command::Approve { id } => decide(&paths, &id, true),
+        Command::Reject { id } => decide(&paths, &id, false),
         Command::Audit { command } => audit(&paths, command),
     }
 }
@@ -80,13 +87,28 @@ fn cwd() -> Result<PathBuf> {
     })
 }
 
-fn broker(paths: &Paths) -> Result<Broker> {
+pub(crate) fn broker(paths: &Paths) -> Result<Broker> {
     let cfg = HostConfig::load(paths)?;
     let backends = outloop_backends::from_config(&cfg)?;
-    Broker::builder(cfg).backends(backends).build()
+    Broker::builder(cfg)
+        .backends(backends)
+        .on_hold(std::sync::Arc::new(|a: &outloop_core::approval::Approval| {
+            eprintln!(
+                "outloop: held for a human's approval as {}; run `outloop approve {}` (or reject) from outside the workspace; waiting until {}",
+                a.id,
+                a.id,
+                chrono_time(a.expires)
+            );
+        }))
+        .build()
 }
 
-fn parse_params(raw: &[String]) -> Result<RawParams> {
+fn chrono_time(unix: i64) -> String {
+    let secs = unix - chrono_now();
+    format!("{secs} s from now")
+}
+
+pub(crate) fn parse_params(raw: &[String]) -> Result<RawParams> {
     let mut out = RawParams::new();
     for p in raw {
         let (k, v) = p.split_once('=').ok_or_else(|| {
@@ -135,24 +157,24 @@ fn init(paths: &Paths) -> Result<u8> {
     create_private_dir(&paths.config_dir)
         .map_err(|e| Error::io("cannot create", &paths.config_dir, e))?;
     if file.exists() {
-        println!("config: {} (kept)", file.display());
+        outln!("config: {} (kept)", file.display());
     } else {
         edit::write_atomic(&file, edit::TEMPLATE.as_bytes())?;
-        println!("config: {} (created)", file.display());
+        outln!("config: {} (created)", file.display());
     }
     let actions = paths.config_dir.join("actions");
     create_private_dir(&actions).map_err(|e| Error::io("cannot create", &actions, e))?;
     let cfg = HostConfig::load(paths)?;
     for v in vaults(&cfg)? {
         let created = v.init()?;
-        println!(
+        outln!(
             "vault: {} ({}); identity: {}",
             v.file().display(),
             if created { "created" } else { "kept" },
             v.identity_location()
         );
     }
-    println!("audit log: {}", paths.audit_file().display());
+    outln!("audit log: {}", paths.audit_file().display());
     Ok(0)
 }
 
@@ -214,6 +236,7 @@ async fn secret(paths: &Paths, command: SecretCommand) -> Result<u8> {
             tenant,
             credential,
             keep_newline,
+            replace,
         } => {
             let r = SecretRef::parse(&reference)?;
             let backend = backend_for(&backends, &r)?;
@@ -222,7 +245,31 @@ async fn secret(paths: &Paths, command: SecretCommand) -> Result<u8> {
                     "no tenant `{t}` in the config; add it with `outloop tenant add {t}`"
                 )));
             }
+            // A reference already filed under another tenant is that tenant's secret.
+            if let Some(t) = &tenant {
+                for (other, tc) in &cfg.tenants {
+                    if let Some((c, _)) = tc.credentials.iter().find(|(_, e)| e.reference == r)
+                        && other != t
+                    {
+                        return Err(Error::config(format!(
+                            "`{r}` is credential `{c}` of tenant `{other}`; give tenant `{t}` its own reference"
+                        )));
+                    }
+                }
+            }
+            if !replace && backend.capabilities().list && backend.list().await?.contains(&r) {
+                return Err(Error::new(
+                    ErrorKind::Usage,
+                    format!("`{r}` already holds a secret; pass --replace to overwrite it"),
+                ));
+            }
             let value = read_secret(keep_newline)?;
+            if value.len() > MAX_SECRET_BYTES {
+                return Err(Error::new(
+                    ErrorKind::InvalidSecret,
+                    format!("refused a secret larger than {MAX_SECRET_BYTES} bytes"),
+                ));
+            }
             let floor = cfg.redaction.floor;
             if value.is_empty() {
                 return Err(Error::new(
@@ -239,10 +286,10 @@ async fn secret(paths: &Paths, command: SecretCommand) -> Result<u8> {
                 ));
             }
             backend.set(&r, value).await?;
-            println!("stored {r}");
+            outln!("stored {r}");
             if let (Some(t), Some(c)) = (tenant, credential) {
                 edit::set_credential(paths, &t, &c, &r.to_string())?;
-                println!("tenant `{t}` credential `{c}` = {r}");
+                outln!("tenant `{t}` credential `{c}` = {r}");
             }
             Ok(0)
         }
@@ -256,10 +303,10 @@ async fn secret(paths: &Paths, command: SecretCommand) -> Result<u8> {
             refs.sort();
             if json {
                 let v: Vec<String> = refs.iter().map(ToString::to_string).collect();
-                println!("{}", serde_json::json!({ "secrets": v }));
+                outln!("{}", serde_json::json!({ "secrets": v }));
             } else {
                 for r in refs {
-                    println!("{r}");
+                    outln!("{r}");
                 }
             }
             Ok(0)
@@ -267,7 +314,7 @@ async fn secret(paths: &Paths, command: SecretCommand) -> Result<u8> {
         SecretCommand::Delete { reference } => {
             let r = SecretRef::parse(&reference)?;
             backend_for(&backends, &r)?.delete(&r).await?;
-            println!("deleted {r}");
+            outln!("deleted {r}");
             Ok(0)
         }
     }
@@ -282,11 +329,11 @@ fn actions(paths: &Paths, json: bool) -> Result<u8> {
             "tenant": ws.tenant,
             "actions": list,
         });
-        println!("{v}");
+        outln!("{v}");
     } else {
-        println!("workspace {} (tenant `{}`)", ws.root.display(), ws.tenant);
+        outln!("workspace {} (tenant `{}`)", ws.root.display(), ws.tenant);
         if list.is_empty() {
-            println!(
+            outln!(
                 "no actions are allowed here; see [policy.tenants.{}]",
                 ws.tenant
             );
@@ -298,7 +345,7 @@ fn actions(paths: &Paths, json: bool) -> Result<u8> {
             } else {
                 ""
             };
-            println!("  {:width$}  {}{held}", a.name, a.description);
+            outln!("  {:width$}  {}{held}", a.name, a.description);
         }
     }
     Ok(0)
@@ -318,7 +365,7 @@ async fn call(paths: &Paths, args: CallArgs) -> Result<u8> {
     if args.json {
         let v = serde_json::to_string(&result)
             .map_err(|e| Error::internal(format!("cannot encode the result: {e}")))?;
-        println!("{v}");
+        outln!("{v}");
     } else {
         eprintln!(
             "{} {} · tenant {} · {} redaction{}",
@@ -328,7 +375,7 @@ async fn call(paths: &Paths, args: CallArgs) -> Result<u8> {
             result.redactions,
             if result.redactions == 1 { "" } else { "s" }
         );
-        println!("{}", result.body.trim_end_matches('\n'));
+        outln!("{}", result.body.trim_end_matches('\n'));
     }
     Ok(0)
 }
@@ -337,20 +384,29 @@ fn explain(paths: &Paths, args: ExplainArgs) -> Result<u8> {
     let params = parse_params(&args.params)?;
     let b = broker(paths)?;
     let dir = match &args.workspace {
-        Some(d) => d.clone(),
+        Some(d) => std::fs::canonicalize(d).map_err(|e| {
+            Error::new(
+                ErrorKind::Usage,
+                format!("--workspace `{}`: {e}", d.display()),
+            )
+        })?,
         None => cwd()?,
     };
-    let e = b.explain(Path::new(&dir), &args.action, &params)?;
+    let alias_request = args.method.as_deref().zip(args.path.as_deref());
+    let e = b.explain_request(Path::new(&dir), &args.action, &params, alias_request)?;
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string(&e).map_err(|e| Error::internal(e.to_string()))?
         );
     } else {
-        println!("decision: {}", e.decision);
-        println!("tenant:   {} (workspace {})", e.tenant, e.workspace);
-        println!("rule:     {}", e.rule);
-        println!("reason:   {}", e.reason);
+        outln!("decision: {}", e.decision);
+        outln!("tenant:   {} (workspace {})", e.tenant, e.workspace);
+        outln!("rule:     {}", e.rule);
+        outln!("reason:   {}", e.reason);
+        for r in &e.rates {
+            outln!("rate:     {r}");
+        }
     }
     Ok(0)
 }
@@ -361,7 +417,7 @@ fn audit(paths: &Paths, command: AuditCommand) -> Result<u8> {
         AuditCommand::Tail { n, json } => {
             for r in log.tail(Some(n))? {
                 if json {
-                    println!(
+                    outln!(
                         "{}",
                         serde_json::to_string(&r).map_err(|e| Error::internal(e.to_string()))?
                     );
@@ -375,7 +431,7 @@ fn audit(paths: &Paths, command: AuditCommand) -> Result<u8> {
                         .as_deref()
                         .map(|s| format!("  {s}"))
                         .unwrap_or_default();
-                    println!(
+                    outln!(
                         "{}  {}  {}  {}  {}  {}  redactions={}{}",
                         r.time,
                         r.tenant.as_deref().unwrap_or("-"),
@@ -392,11 +448,82 @@ fn audit(paths: &Paths, command: AuditCommand) -> Result<u8> {
         }
         AuditCommand::Verify => {
             let n = log.verify()?;
-            println!(
+            outln!(
                 "audit log {}: {n} records, chain intact",
                 log.path().display()
             );
             Ok(0)
         }
     }
+}
+
+/// Refuses to run inside a bound workspace: an agent working there must not decide on its
+/// own held request.
+fn outside_workspaces(cfg: &HostConfig) -> Result<()> {
+    let dir = cwd()?;
+    let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+    if let Some((root, tenant)) = outloop_core::workspace::find_binding(cfg, &dir) {
+        return Err(Error::new(
+            ErrorKind::PolicyDenied,
+            format!(
+                "approval commands are refused inside a bound workspace (`{}`, tenant `{tenant}`); run them from outside every workspace",
+                root.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn approvals(paths: &Paths, json: bool) -> Result<u8> {
+    let cfg = HostConfig::load(paths)?;
+    outside_workspaces(&cfg)?;
+    let store = outloop_core::approval::ApprovalStore::new(paths.state_dir.join("approvals"));
+    let pending = store.pending(chrono_now())?;
+    if json {
+        outln!(
+            "{}",
+            serde_json::to_string(&serde_json::json!({ "approvals": pending }))
+                .map_err(|e| Error::internal(e.to_string()))?
+        );
+    } else if pending.is_empty() {
+        outln!("no requests are waiting for approval");
+    } else {
+        for a in pending {
+            outln!(
+                "{}  tenant {}  {} {}  params {}  (expires in {} s; rule: {})",
+                a.id,
+                a.tenant,
+                a.method,
+                a.action,
+                a.params,
+                (a.expires - chrono_now()).max(0),
+                a.rule
+            );
+            outln!("    from {}", a.workspace);
+        }
+    }
+    Ok(0)
+}
+
+fn decide(paths: &Paths, id: &str, approve: bool) -> Result<u8> {
+    let cfg = HostConfig::load(paths)?;
+    outside_workspaces(&cfg)?;
+    let store = outloop_core::approval::ApprovalStore::new(paths.state_dir.join("approvals"));
+    let a = store.decide(id, approve, chrono_now())?;
+    outln!(
+        "{} {}: {} {} for tenant `{}` with params {}",
+        if approve { "approved" } else { "rejected" },
+        a.id,
+        a.method,
+        a.action,
+        a.tenant,
+        a.params
+    );
+    Ok(0)
+}
+
+fn chrono_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }

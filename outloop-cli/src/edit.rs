@@ -9,7 +9,7 @@ use toml_edit::{Array, DocumentMut, Item, Table, value};
 
 /// The config `outloop init` writes.
 pub const TEMPLATE: &str = r#"# Outloop host config. Agents never read this file: keep it outside every workspace.
-# The shape is described in DESIGN.md ("Host config").
+# Its shape is described in Outloop's README ("Host config").
 
 # Action packs: TOML files holding [actions.*] and [aliases.*] tables.
 include = ["actions/*.toml"]
@@ -30,6 +30,21 @@ default = "deny"
 # Tenants are added with `outloop tenant add <name>` and workspaces with
 # `outloop bind <dir> <tenant>`; credentials with `outloop secret set <ref> --tenant T --credential NAME`.
 "#;
+
+/// Holds an exclusive lock on `config.toml.lock` while `edit` reads, changes and writes the
+/// config, so concurrent edits never lose each other's changes.
+fn locked<T>(paths: &Paths, edit: impl FnOnce() -> Result<T>) -> Result<T> {
+    let lock_path = paths.config_dir.join("config.toml.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| Error::io("cannot open", &lock_path, e))?;
+    f.lock()
+        .map_err(|e| Error::io("cannot lock", &lock_path, e))?;
+    edit()
+}
 
 fn load_doc(paths: &Paths) -> Result<(String, DocumentMut)> {
     let file = paths.config_file();
@@ -87,6 +102,10 @@ fn tenants_table(doc: &mut DocumentMut) -> Result<&mut Table> {
 ///
 /// [`outloop_core::ErrorKind::Config`] when the tenant exists or the name is invalid.
 pub fn add_tenant(paths: &Paths, name: &str) -> Result<HostConfig> {
+    locked(paths, || add_tenant_unlocked(paths, name))
+}
+
+fn add_tenant_unlocked(paths: &Paths, name: &str) -> Result<HostConfig> {
     let (_, mut doc) = load_doc(paths)?;
     let tenants = tenants_table(&mut doc)?;
     if tenants.contains_key(name) {
@@ -119,6 +138,10 @@ fn tenant_mut<'a>(doc: &'a mut DocumentMut, tenant: &str) -> Result<&'a mut Tabl
 /// [`outloop_core::ErrorKind::Config`] when the tenant does not exist or the directory is
 /// already bound (to this or another tenant).
 pub fn bind(paths: &Paths, dir: &Path, tenant: &str) -> Result<HostConfig> {
+    locked(paths, || bind_unlocked(paths, dir, tenant))
+}
+
+fn bind_unlocked(paths: &Paths, dir: &Path, tenant: &str) -> Result<HostConfig> {
     let (_, mut doc) = load_doc(paths)?;
     let t = tenant_mut(&mut doc, tenant)?;
     let dir_s = dir
@@ -144,6 +167,17 @@ pub fn bind(paths: &Paths, dir: &Path, tenant: &str) -> Result<HostConfig> {
 ///
 /// [`outloop_core::ErrorKind::Config`] when the tenant does not exist.
 pub fn set_credential(
+    paths: &Paths,
+    tenant: &str,
+    name: &str,
+    reference: &str,
+) -> Result<HostConfig> {
+    locked(paths, || {
+        set_credential_unlocked(paths, tenant, name, reference)
+    })
+}
+
+fn set_credential_unlocked(
     paths: &Paths,
     tenant: &str,
     name: &str,

@@ -6,9 +6,24 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+/// Prints one line to stdout. A closed pipe (`outloop … | head -1`) ends the process quietly
+/// with exit code 0 instead of panicking, as command-line tools do.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = writeln!(out, $($arg)*).and_then(|()| out.flush()) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+
 mod cli;
 mod commands;
 mod edit;
+mod policy_test;
 
 use std::process::ExitCode;
 
@@ -44,7 +59,7 @@ fn main() -> ExitCode {
                 let obj = serde_json::json!({
                     "error": { "kind": e.kind().as_str(), "message": e.message() }
                 });
-                println!("{obj}");
+                outln!("{obj}");
             }
             ExitCode::from(u8::try_from(e.kind().exit_code()).unwrap_or(1))
         }

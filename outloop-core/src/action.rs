@@ -135,6 +135,9 @@ pub trait Action: Send + Sync {
     /// A one-line description for listings and tool descriptions.
     fn description(&self) -> &str;
 
+    /// The HTTP method the action uses, upper-case (policy's read-only switch reads it).
+    fn method(&self) -> &str;
+
     /// The credential names this action needs (may be empty).
     fn credentials(&self) -> Vec<String>;
 

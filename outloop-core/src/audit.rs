@@ -219,6 +219,22 @@ impl AuditSink for AuditLog {
             .metadata()
             .map_err(|e| audit_err(&self.path, "cannot stat", e))?
             .len();
+        if len > 0 {
+            let mut end = [0u8; 1];
+            f.seek(SeekFrom::Start(len - 1))
+                .and_then(|_| f.read_exact(&mut end))
+                .map_err(|e| audit_err(&self.path, "cannot read", e))?;
+            if end[0] != b'\n' {
+                // Appending would glue this record onto a damaged line and break the chain.
+                return Err(Error::new(
+                    ErrorKind::Audit,
+                    format!(
+                        "audit log {}: the last line is incomplete; nothing more is appended until it is repaired or moved aside (see `outloop audit verify`)",
+                        self.path.display()
+                    ),
+                ));
+            }
+        }
         let last = last_line(&mut f, len).map_err(|e| audit_err(&self.path, "cannot read", e))?;
         record.prev = last.map_or_else(|| GENESIS.to_owned(), |l| line_hash(&l));
         let mut line = serde_json::to_vec(record)
@@ -330,5 +346,13 @@ mod tests {
         assert!(log.verify().unwrap_err().to_string().contains(":2:"));
         std::fs::write(log.path(), &text[..text.len() - 3]).unwrap();
         assert!(log.verify().unwrap_err().to_string().contains("incomplete"));
+        // Nothing is glued onto the damaged line.
+        let e = log.append(&mut record("after")).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Audit);
+        assert!(e.to_string().contains("the last line is incomplete"), "{e}");
+        assert_eq!(
+            std::fs::read_to_string(log.path()).unwrap(),
+            &text[..text.len() - 3]
+        );
     }
 }

@@ -14,12 +14,15 @@ use futures_util::StreamExt;
 use serde::Serialize;
 
 use crate::action::{Action, Credentials, Params, RawParams};
+use crate::approval::{Approval, ApprovalState, ApprovalStore, DEFAULT_APPROVAL_TIMEOUT_SECS};
 use crate::audit::{AuditLog, AuditRecord, AuditSink};
 use crate::backend::SecretBackend;
 use crate::config::HostConfig;
+use crate::config::{ActionConfig, AuthConfig, HttpMethod, PinConfig};
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::{HttpAction, HttpClient};
 use crate::policy::{Decision, Policy, PolicyRequest, RulesPolicy, Target, Verdict};
+use crate::ratelimit::RateLimiter;
 use crate::redact::{Redactor, RedactorBuilder, SecretRedactor};
 use crate::reference::{BackendKind, SecretRef};
 use crate::secret::SecretValue;
@@ -73,6 +76,9 @@ pub struct Explanation {
     pub rule: String,
     /// One line for the reader.
     pub reason: String,
+    /// The rate limits that apply, with their current use, e.g.
+    /// `policy.tenants.acme.rate."send.*" = "20/hour": 3 of 20 used`.
+    pub rates: Vec<String>,
 }
 
 /// One entry of `outloop actions`.
@@ -91,6 +97,11 @@ pub struct ActionInfo {
 }
 
 type CacheKey = (String, String, SecretRef);
+type PinKey = (String, String, [u8; 32]);
+
+/// Called when a request is held for approval, with the pending approval (for frontends to
+/// tell the human what to run).
+pub type OnHold = Arc<dyn Fn(&Approval) + Send + Sync>;
 
 /// The broker: host config, backends, policy, actions, redaction and audit, behind one call.
 ///
@@ -102,7 +113,13 @@ pub struct Broker {
     policy: Arc<dyn Policy>,
     audit: Arc<dyn AuditSink>,
     actions: BTreeMap<String, Arc<dyn Action>>,
+    rates: RateLimiter,
+    approvals: ApprovalStore,
+    on_hold: Option<OnHold>,
+    client: HttpClient,
     cache: Mutex<HashMap<CacheKey, SecretValue>>,
+    pins: Mutex<HashMap<PinKey, bool>>,
+    blocked: Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -121,9 +138,16 @@ pub struct BrokerBuilder {
     backends: Vec<Arc<dyn SecretBackend>>,
     policy: Option<Arc<dyn Policy>>,
     audit: Option<Arc<dyn AuditSink>>,
+    on_hold: Option<OnHold>,
 }
 
 impl BrokerBuilder {
+    /// Sets the function called when a request is held for a human's approval.
+    pub fn on_hold(mut self, f: OnHold) -> Self {
+        self.on_hold = Some(f);
+        self
+    }
+
     /// Adds a backend. The first backend of each [`BackendKind`] serves that kind's
     /// references.
     pub fn backend(mut self, backend: Arc<dyn SecretBackend>) -> Self {
@@ -170,7 +194,9 @@ impl BrokerBuilder {
         }
         let policy = self
             .policy
-            .unwrap_or_else(|| Arc::new(RulesPolicy::new(&self.config.policy)));
+            .unwrap_or_else(|| Arc::new(RulesPolicy::from_config(&self.config)));
+        let rates = RateLimiter::new(self.config.paths.state_dir.join("ratelimit.json"));
+        let state_dir = self.config.paths.state_dir.clone();
         let audit = self
             .audit
             .unwrap_or_else(|| Arc::new(AuditLog::new(self.config.paths.audit_file())));
@@ -180,7 +206,13 @@ impl BrokerBuilder {
             policy,
             audit,
             actions,
+            rates,
+            approvals: ApprovalStore::new(state_dir.join("approvals")),
+            on_hold: self.on_hold,
+            client,
             cache: Mutex::new(HashMap::new()),
+            pins: Mutex::new(HashMap::new()),
+            blocked: Mutex::new(std::collections::HashSet::new()),
         })
     }
 }
@@ -192,7 +224,7 @@ struct Attempt {
 }
 
 impl Attempt {
-    fn new(dir: &Path, action: &str, params: &RawParams) -> Self {
+    fn new(dir: &Path, action: &str) -> Self {
         Self {
             started: Instant::now(),
             record: AuditRecord {
@@ -201,7 +233,7 @@ impl Attempt {
                 workspace: dir.display().to_string(),
                 tenant: None,
                 action: action.to_owned(),
-                params: params.keys().cloned().collect(),
+                params: Vec::new(),
                 decision: "error".into(),
                 rule: None,
                 reason: None,
@@ -231,6 +263,7 @@ impl Broker {
             backends: Vec::new(),
             policy: None,
             audit: None,
+            on_hold: None,
         }
     }
 
@@ -256,9 +289,19 @@ impl Broker {
     ///
     /// Every error is audited before it is returned. No message contains a secret.
     pub async fn call(&self, request: CallRequest) -> Result<CallResult> {
-        let mut attempt = Attempt::new(&request.workspace, &request.action, &request.params);
+        let mut attempt = Attempt::new(&request.workspace, &request.action);
         let outcome = self.run(&request, &mut attempt).await;
         let rec = &mut attempt.record;
+        // Only declared parameter names reach the audit: an invented name could be anything.
+        if let Some(action) = self.actions.get(&request.action) {
+            let declared = action.params_schema();
+            rec.params = request
+                .params
+                .keys()
+                .filter(|p| declared["properties"].get(p.as_str()).is_some())
+                .cloned()
+                .collect();
+        }
         rec.duration_ms = u64::try_from(attempt.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         match &outcome {
             Ok(r) => {
@@ -341,6 +384,7 @@ impl Broker {
             workspace: &ws.root,
             tenant: &ws.tenant,
             target: Target::Action(action.name()),
+            method: action.method(),
             params: &params,
             time: chrono::Utc::now(),
         });
@@ -354,15 +398,31 @@ impl Broker {
                 ));
             }
             Decision::Approve => {
+                self.hold_for_approval(&ws, action.as_ref(), &params, &verdict, attempt)
+                    .await?;
+            }
+        }
+
+        // Rate limits and budgets count only requests policy let through.
+        let tenant_policy = self.config.policy.tenants.get(&ws.tenant);
+        if let Some(rates) = tenant_policy.map(|t| &t.rate) {
+            let now = chrono::Utc::now().timestamp();
+            if let Some(hit) = self.rates.acquire(&ws.tenant, action.name(), rates, now)? {
+                attempt.record.decision = "deny".into();
+                attempt.record.rule = Some(hit.rule.clone());
                 return Err(Error::new(
-                    ErrorKind::ApprovalRequired,
+                    ErrorKind::PolicyDenied,
                     format!(
-                        "held: {} (rule: {}); this version cannot hold requests for approval, so it is refused",
-                        verdict.reason, verdict.rule
+                        "denied: the rate limit for `{}` of tenant `{}` is used up; retry in {} s (rule: {})",
+                        action.name(),
+                        ws.tenant,
+                        hit.retry_after_secs,
+                        hit.rule
                     ),
                 ));
             }
         }
+        let tenant_cap = tenant_policy.and_then(|t| t.max_response_bytes);
 
         // 4. Credentials, for this tenant only.
         let credentials = self
@@ -398,11 +458,15 @@ impl Broker {
             .iter()
             .filter(|(n, _)| !DROPPED.contains(&n.as_str()))
         {
+            // Names too: an upstream can reflect a credential as a header name.
+            let n = redactor.redact(name.as_bytes());
+            redactions += n.count;
+            let name = String::from_utf8_lossy(&n.output).into_owned();
             let r = redactor.redact(value);
             redactions += r.count;
             let v = String::from_utf8_lossy(&r.output).into_owned();
             headers
-                .entry(name.clone())
+                .entry(name)
                 .and_modify(|old| {
                     old.push_str(", ");
                     old.push_str(&v);
@@ -412,9 +476,21 @@ impl Broker {
         let mut body = Vec::new();
         let mut stream = redactor.stream();
         let mut chunks = response.body;
+        let mut received: u64 = 0;
         while let Some(chunk) = chunks.next().await {
             // A failing body (size cap, broken connection) discards everything redacted so far.
-            redactions += stream.push(&chunk?, &mut body);
+            let chunk = chunk?;
+            received = received.saturating_add(chunk.len() as u64);
+            if let Some(cap) = tenant_cap.filter(|&cap| received > cap) {
+                return Err(Error::new(
+                    ErrorKind::SafetyRefused,
+                    format!(
+                        "response body exceeds the {cap}-byte cap of tenant `{}` (policy.tenants.{}.max_response_bytes)",
+                        ws.tenant, ws.tenant
+                    ),
+                ));
+            }
+            redactions += stream.push(&chunk, &mut body);
         }
         redactions += stream.finish(&mut body);
 
@@ -429,6 +505,152 @@ impl Broker {
         })
     }
 
+    /// Holds the request until a human approves this exact request, rejects it, or the
+    /// tenant's approval timeout passes. Returns `Ok` once the approval is consumed.
+    async fn hold_for_approval(
+        &self,
+        ws: &Workspace,
+        action: &dyn Action,
+        params: &Params,
+        verdict: &Verdict,
+        attempt: &mut Attempt,
+    ) -> Result<()> {
+        let timeout = self
+            .config
+            .policy
+            .tenants
+            .get(&ws.tenant)
+            .and_then(|t| t.approval_timeout_secs)
+            .unwrap_or(DEFAULT_APPROVAL_TIMEOUT_SECS);
+        let now = chrono::Utc::now().timestamp();
+        let held = self.approvals.hold(Approval {
+            id: uuid::Uuid::new_v4().to_string(),
+            created: now,
+            expires: now.saturating_add(i64::try_from(timeout).unwrap_or(i64::MAX)),
+            workspace: ws.root.display().to_string(),
+            tenant: ws.tenant.clone(),
+            action: action.name().to_owned(),
+            method: action.method().to_owned(),
+            params: params.to_json(),
+            rule: verdict.rule.clone(),
+            state: ApprovalState::Pending,
+        })?;
+        attempt.record.reason = Some(format!("held for approval as {}", held.id));
+        if let Some(f) = &self.on_hold {
+            f(&held);
+        }
+        loop {
+            match self
+                .approvals
+                .poll(&held.id, chrono::Utc::now().timestamp())?
+            {
+                ApprovalState::Pending => {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                ApprovalState::Approved => {
+                    attempt.record.reason = Some(format!("approved by a human ({})", held.id));
+                    return Ok(());
+                }
+                ApprovalState::Rejected => {
+                    return Err(Error::new(
+                        ErrorKind::PolicyDenied,
+                        format!("rejected by a human (approval {})", held.id),
+                    ));
+                }
+                ApprovalState::Expired | ApprovalState::Consumed => {
+                    return Err(Error::new(
+                        ErrorKind::ApprovalRequired,
+                        format!(
+                            "not approved within {timeout} s (approval {}; rule: {})",
+                            held.id, verdict.rule
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Checks, once per credential value, that a pinned credential belongs to the pinned
+    /// upstream account: calls the identity endpoint with the credential applied as the action
+    /// applies it and compares the value at the JSON pointer.
+    async fn check_pin(
+        &self,
+        tenant: &str,
+        name: &str,
+        value: &SecretValue,
+        pin: &PinConfig,
+        auth: AuthConfig,
+    ) -> Result<()> {
+        use sha2::{Digest, Sha256};
+        let key = (
+            tenant.to_owned(),
+            name.to_owned(),
+            Sha256::digest(value.expose_secret()).into(),
+        );
+        let cached = self
+            .pins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .copied();
+        let ok = match cached {
+            Some(ok) => ok,
+            None => {
+                let cfg = ActionConfig {
+                    description: None,
+                    credential: Some(name.to_owned()),
+                    method: HttpMethod::Get,
+                    url: pin.url.clone(),
+                    query: BTreeMap::new(),
+                    headers: BTreeMap::new(),
+                    body: None,
+                    auth: Some(auth),
+                    params: BTreeMap::new(),
+                    timeout_secs: None,
+                    max_response_bytes: Some(1024 * 1024),
+                };
+                let probe =
+                    HttpAction::new(&format!("pin:{tenant}.{name}"), &cfg, self.client.clone())?;
+                let mut creds = Credentials::new();
+                creds.insert(name, value.clone());
+                let resp = probe.execute(&Params::default(), &creds).await?;
+                let mut body = Vec::new();
+                let mut chunks = resp.body;
+                while let Some(c) = chunks.next().await {
+                    body.extend_from_slice(&c?);
+                }
+                let found = serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v.pointer(&pin.pointer).cloned())
+                    .map(|v| match v {
+                        serde_json::Value::String(s) => s,
+                        other => other.to_string(),
+                    });
+                let ok = (200..300).contains(&resp.status)
+                    && found.as_deref() == Some(pin.expect.as_str());
+                self.pins
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key, ok);
+                ok
+            }
+        };
+        if ok {
+            Ok(())
+        } else {
+            // Blocked for this tenant: later requests are refused without reading the secret.
+            self.lock_blocked()
+                .insert((tenant.to_owned(), name.to_owned()));
+            Err(Error::new(
+                ErrorKind::PermissionDenied,
+                format!(
+                    "credential `{name}` of tenant `{tenant}` does not belong to the pinned account ({} at {} is not `{}`); it is blocked for this tenant",
+                    pin.pointer, pin.url, pin.expect
+                ),
+            ))
+        }
+    }
+
     async fn resolve_credentials(&self, tenant: &str, action: &dyn Action) -> Result<Credentials> {
         let tenant_cfg = self.config.tenant(tenant).ok_or_else(|| {
             Error::internal(format!("tenant `{tenant}` vanished from the config"))
@@ -441,11 +663,15 @@ impl Broker {
                     action.name()
                 ))
             })?;
-            if entry.pin.is_some() {
+            if entry.pin.is_some()
+                && self
+                    .lock_blocked()
+                    .contains(&(tenant.to_owned(), name.clone()))
+            {
                 return Err(Error::new(
                     ErrorKind::PermissionDenied,
                     format!(
-                        "credential `{name}` of tenant `{tenant}` declares an account pin, which this version cannot check; it is blocked rather than used unchecked"
+                        "credential `{name}` of tenant `{tenant}` failed its account pin check earlier and is blocked"
                     ),
                 ));
             }
@@ -453,6 +679,15 @@ impl Broker {
                 .fetch(tenant, &entry.reference)
                 .await
                 .map_err(|e| e.context(format!("credential `{name}` of tenant `{tenant}`")))?;
+            if let Some(pin) = &entry.pin {
+                let auth = self
+                    .config
+                    .actions
+                    .get(action.name())
+                    .and_then(|a| a.auth.clone())
+                    .unwrap_or(AuthConfig::Bearer);
+                self.check_pin(tenant, &name, &value, pin, auth).await?;
+            }
             out.insert(name, value);
         }
         Ok(out)
@@ -481,6 +716,12 @@ impl Broker {
         Ok(value)
     }
 
+    fn lock_blocked(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashSet<(String, String)>> {
+        self.blocked.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<CacheKey, SecretValue>> {
         // Poisoning only means a panic elsewhere; the map itself is intact.
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
@@ -507,7 +748,38 @@ impl Broker {
     /// [`ErrorKind::UnboundWorkspace`], [`ErrorKind::UnknownAction`],
     /// [`ErrorKind::InvalidParameter`] as for [`Broker::call`].
     pub fn explain(&self, dir: &Path, target: &str, params: &RawParams) -> Result<Explanation> {
+        self.explain_request(dir, target, params, None)
+    }
+
+    /// As [`Broker::explain`], with the method and path of an alias request
+    /// (`alias:<name>` targets only) so the alias's `METHOD /path` rules are checked too.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Broker::explain`]; [`ErrorKind::Usage`] when a method and path are given for
+    /// an action, or the path does not start with `/`.
+    pub fn explain_request(
+        &self,
+        dir: &Path,
+        target: &str,
+        params: &RawParams,
+        alias_request: Option<(&str, &str)>,
+    ) -> Result<Explanation> {
         let ws = self.identify(dir, None, None)?;
+        if let Some((_, path)) = alias_request {
+            if !target.starts_with("alias:") {
+                return Err(Error::new(
+                    ErrorKind::Usage,
+                    "a method and path apply only to `alias:<name>` targets",
+                ));
+            }
+            if !path.starts_with('/') {
+                return Err(Error::new(
+                    ErrorKind::Usage,
+                    format!("alias path `{path}` must start with `/`"),
+                ));
+            }
+        }
         let empty = Params::default();
         let (name, params) = if let Some(alias) = target.strip_prefix("alias:") {
             if !self.config.aliases.contains_key(alias) {
@@ -521,22 +793,50 @@ impl Broker {
             let action = self.action(target)?;
             (target.to_owned(), action.validate(params)?)
         };
-        let t = if target.starts_with("alias:") {
-            Target::Alias {
-                name: &name,
-                method: "*",
-                path: "/",
-            }
+        let (method, path) = alias_request.unwrap_or(("*", "/"));
+        let (t, method) = if target.starts_with("alias:") {
+            (
+                Target::Alias {
+                    name: &name,
+                    method,
+                    path,
+                },
+                method,
+            )
         } else {
-            Target::Action(&name)
+            (Target::Action(&name), self.action(&name)?.method())
         };
-        let v = self.policy.decide(&PolicyRequest {
+        let mut v = self.policy.decide(&PolicyRequest {
             workspace: &ws.root,
             tenant: &ws.tenant,
             target: t,
+            method,
             params: &params,
             time: chrono::Utc::now(),
         });
+        let mut rates = Vec::new();
+        if let Some(tp) = self.config.policy.tenants.get(&ws.tenant) {
+            let usage = self.rates.usage(
+                &ws.tenant,
+                &t.policy_name(),
+                &tp.rate,
+                chrono::Utc::now().timestamp(),
+            )?;
+            for (rule, used, limit) in usage {
+                if v.decision != Decision::Deny && used >= limit as usize {
+                    v = Verdict {
+                        decision: Decision::Deny,
+                        rule: rule.clone(),
+                        reason: format!(
+                            "the rate limit for `{}` of tenant `{}` is used up",
+                            t.policy_name(),
+                            ws.tenant
+                        ),
+                    };
+                }
+                rates.push(format!("{rule}: {used} of {limit} used"));
+            }
+        }
         Ok(Explanation {
             action: target.to_owned(),
             workspace: ws.root.display().to_string(),
@@ -544,6 +844,7 @@ impl Broker {
             decision: v.decision.as_str().into(),
             rule: v.rule,
             reason: v.reason,
+            rates,
         })
     }
 
@@ -556,18 +857,19 @@ impl Broker {
     pub fn actions_for(&self, dir: &Path) -> Result<(Workspace, Vec<ActionInfo>)> {
         let ws = self.identify(dir, None, None)?;
         let params = Params::default();
-        let decide = |t: Target<'_>| {
+        let decide = |t: Target<'_>, method: &str| {
             self.policy.decide(&PolicyRequest {
                 workspace: &ws.root,
                 tenant: &ws.tenant,
                 target: t,
+                method,
                 params: &params,
                 time: chrono::Utc::now(),
             })
         };
         let mut out = Vec::new();
         for (name, action) in &self.actions {
-            let v = decide(Target::Action(name));
+            let v = decide(Target::Action(name), action.method());
             if v.decision != Decision::Deny {
                 out.push(ActionInfo {
                     name: name.clone(),
@@ -579,11 +881,14 @@ impl Broker {
             }
         }
         for (name, alias) in &self.config.aliases {
-            let v = decide(Target::Alias {
-                name,
-                method: "*",
-                path: "/",
-            });
+            let v = decide(
+                Target::Alias {
+                    name,
+                    method: "*",
+                    path: "/",
+                },
+                "*",
+            );
             if v.decision != Decision::Deny {
                 out.push(ActionInfo {
                     name: format!("alias:{name}"),

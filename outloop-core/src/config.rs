@@ -57,7 +57,10 @@ impl Paths {
     /// found for the platform directories.
     pub fn from_env() -> Result<Self> {
         match std::env::var_os("OUTLOOP_HOME") {
-            Some(h) if !h.is_empty() => {
+            Some(h) if h.is_empty() => Err(Error::config(
+                "OUTLOOP_HOME is set but empty; unset it to use the platform directories, or give an absolute path",
+            )),
+            Some(h) => {
                 let p = PathBuf::from(h);
                 if !p.is_absolute() {
                     return Err(Error::config(format!(
@@ -105,6 +108,22 @@ impl Paths {
         self.state_dir.join("audit.jsonl")
     }
 }
+
+/// The non-public ranges `[egress] allow_private` may re-open (and nothing wider).
+const RESTRICTED_NETS: &[&str] = &[
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "::1/128",
+    "fc00::/7",
+    "fe80::/10",
+];
 
 /// One `[backends.<name>]` table: its `kind` and the kind-specific settings, which the
 /// backend itself validates.
@@ -429,9 +448,48 @@ pub struct TenantPolicy {
     /// Actions held for a human's approval.
     #[serde(default)]
     pub approve: Vec<String>,
-    /// Rate limits per action glob, e.g. `"20/hour"`.
+    /// Rate limits and budgets per action glob: `"20/minute"`, `"20/hour"`, `"500/day"`.
+    /// Counted per tenant and glob, persisted in the state dir so they survive a restart.
     #[serde(default)]
     pub rate: BTreeMap<String, String>,
+    /// Only read-only methods (GET, HEAD) are allowed for this tenant.
+    #[serde(default)]
+    pub read_only: bool,
+    /// Time windows (UTC) when requests are allowed, e.g. `["mon-fri 08:00-18:00"]`; empty
+    /// means always. Day lists: `*`, `mon`, `mon-fri`, `sat,sun`.
+    #[serde(default)]
+    pub windows: Vec<String>,
+    /// The largest response body this tenant may receive, in bytes (after decoding).
+    #[serde(default)]
+    pub max_response_bytes: Option<u64>,
+    /// Per-action parameter constraints, tighter than the action's own: action name →
+    /// parameter → constraint.
+    #[serde(default)]
+    pub params: BTreeMap<String, BTreeMap<String, ParamConstraint>>,
+    /// How long a request held for approval waits for a human, in seconds (default 300).
+    #[serde(default)]
+    pub approval_timeout_secs: Option<u64>,
+}
+
+/// A tenant's constraint on one action parameter (all given parts must hold).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParamConstraint {
+    /// The allowed values (compared as text).
+    #[serde(default, rename = "enum")]
+    pub values: Option<Vec<String>>,
+    /// A regular expression the whole value (as text) must match.
+    #[serde(default)]
+    pub pattern: Option<String>,
+    /// The smallest allowed integer.
+    #[serde(default)]
+    pub min: Option<i64>,
+    /// The largest allowed integer.
+    #[serde(default)]
+    pub max: Option<i64>,
+    /// The longest allowed value, in characters.
+    #[serde(default)]
+    pub max_length: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -748,6 +806,21 @@ impl HostConfig {
             }
         };
 
+        for (i, net) in self.egress.allow_private.iter().enumerate() {
+            if !RESTRICTED_NETS
+                .iter()
+                .any(|r| r.parse::<IpNet>().is_ok_and(|r| r.contains(net)))
+            {
+                return Err(err(
+                    self,
+                    None,
+                    format!("egress.allow_private[{i}]"),
+                    format!(
+                        "`{net}` is not inside a loopback, private, link-local or other non-public range; allow_private only re-opens such ranges"
+                    ),
+                ));
+            }
+        }
         if self.redaction.floor == 0 {
             return Err(err(
                 self,
@@ -791,6 +864,17 @@ impl HostConfig {
             let tenant = &self.tenants[name];
             let mut canon = Vec::new();
             for (i, w) in tenant.workspaces.iter().enumerate() {
+                if !(w.is_absolute() || w.starts_with("~")) {
+                    return Err(err(
+                        self,
+                        None,
+                        format!("tenants.{}.workspaces[{i}]", key(name)),
+                        format!(
+                            "`{}` is not an absolute path (or `~/…`); a relative workspace would depend on where outloop runs",
+                            w.display()
+                        ),
+                    ));
+                }
                 let p = normalize_dir(w).map_err(|e| {
                     err(
                         self,
@@ -830,7 +914,8 @@ impl HostConfig {
             }
         }
 
-        // The config must not live inside a bound workspace: the agent could edit it.
+        // Neither the config nor an included pack may live inside a bound workspace: the agent
+        // could edit it and grant itself anything.
         let config_dir = normalize_dir(&self.paths.config_dir)?;
         for (ws, tenant) in &bound {
             if config_dir.starts_with(ws) {
@@ -839,6 +924,17 @@ impl HostConfig {
                     file.display(),
                     ws.display()
                 )));
+            }
+            for source in self.sources.values() {
+                let real = std::fs::canonicalize(source).unwrap_or_else(|_| source.clone());
+                if real.starts_with(ws) {
+                    return Err(Error::config(format!(
+                        "{}: included file `{}` lies inside workspace `{}` of tenant `{tenant}`; action packs must live outside every workspace",
+                        file.display(),
+                        source.display(),
+                        ws.display()
+                    )));
+                }
             }
         }
 
@@ -894,13 +990,52 @@ impl HostConfig {
                     }
                 }
             }
-            if !rules.rate.is_empty() {
+            for (glob, spec) in &rules.rate {
+                crate::policy::RateSpec::parse(spec)
+                    .map_err(|why| err(self, None, format!("{path}.rate.{}", key(glob)), why))?;
+            }
+            for (i, w) in rules.windows.iter().enumerate() {
+                crate::policy::Window::parse(w)
+                    .map_err(|why| err(self, None, format!("{path}.windows.{i}"), why))?;
+            }
+            if rules.max_response_bytes == Some(0) {
                 return Err(err(
                     self,
                     None,
-                    format!("{path}.rate"),
-                    "rate limits are not supported by this version of outloop; remove `rate` (requests are not limited)".into(),
+                    format!("{path}.max_response_bytes"),
+                    "must be at least 1".into(),
                 ));
+            }
+            for (action, params) in &rules.params {
+                let Some(a) = self.actions.get(action) else {
+                    return Err(err(
+                        self,
+                        None,
+                        format!("{path}.params.{}", key(action)),
+                        format!("no action `{action}`"),
+                    ));
+                };
+                for (param, c) in params {
+                    let at = format!("{path}.params.{}.{}", key(action), key(param));
+                    if !a.params.contains_key(param) {
+                        return Err(err(
+                            self,
+                            None,
+                            at,
+                            format!("action `{action}` has no parameter `{param}`"),
+                        ));
+                    }
+                    if let Some(p) = &c.pattern {
+                        regex::Regex::new(p).map_err(|_| {
+                            err(
+                                self,
+                                None,
+                                format!("{at}.pattern"),
+                                "bad regular expression".into(),
+                            )
+                        })?;
+                    }
+                }
             }
         }
         Ok(())
@@ -929,6 +1064,20 @@ pub fn placeholders(template: &str) -> Vec<&str> {
     out
 }
 
+/// Headers that frame or route the request; neither an action nor a credential may set them.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "keep-alive",
+    "proxy-connection",
+    "expect",
+];
+
 fn validate_auth(auth: &AuthConfig) -> std::result::Result<(), (String, String)> {
     match auth {
         AuthConfig::Header { name, format } => {
@@ -936,6 +1085,12 @@ fn validate_auth(auth: &AuthConfig) -> std::result::Result<(), (String, String)>
                 return Err((
                     "auth.name".into(),
                     format!("`{name}` is not a valid header name"),
+                ));
+            }
+            if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+                return Err((
+                    "auth.name".into(),
+                    format!("`{name}` frames or routes the request and may not carry a credential"),
                 ));
             }
             if format.as_ref().is_some_and(|f| !f.contains("{secret}")) {
@@ -1023,15 +1178,12 @@ fn validate_action(a: &ActionConfig) -> std::result::Result<(), (String, String)
             ));
         }
         let lower = h.to_ascii_lowercase();
-        if matches!(
-            lower.as_str(),
-            "host"
-                | "authorization"
-                | "cookie"
-                | "proxy-authorization"
-                | "content-length"
-                | "transfer-encoding"
-        ) {
+        if RESERVED_HEADERS.contains(&lower.as_str())
+            || matches!(
+                lower.as_str(),
+                "authorization" | "cookie" | "proxy-authorization"
+            )
+        {
             return Err((
                 format!("headers.{}", key(h)),
                 "may not be set by an action".into(),

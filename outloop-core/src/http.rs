@@ -725,6 +725,10 @@ impl Action for HttpAction {
         &self.name
     }
 
+    fn method(&self) -> &str {
+        self.method.as_str()
+    }
+
     fn description(&self) -> &str {
         &self.description
     }

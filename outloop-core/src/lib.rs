@@ -7,6 +7,7 @@
 //! and appends an **audit record**. See DESIGN.md for the vocabulary and the request flow.
 
 pub mod action;
+pub mod approval;
 pub mod audit;
 pub mod backend;
 pub mod broker;
@@ -14,6 +15,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod policy;
+pub mod ratelimit;
 pub mod redact;
 pub mod reference;
 pub mod secret;

@@ -47,7 +47,10 @@ mod tests;
 use std::fmt;
 use std::sync::Arc;
 
-use aho_corasick::{AhoCorasick, Input, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, Input, MatchKind};
+
+/// Above this many bytes of patterns the automaton is a contiguous NFA instead of a DFA.
+const DFA_PATTERN_BYTES: usize = 16 * 1024;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -238,8 +241,14 @@ impl RedactorBuilder {
         let automaton = if patterns.is_empty() {
             None
         } else {
+            // A full DFA is fastest to search but its size grows with the total pattern bytes
+            // times the alphabet; past a few hundred KiB of patterns (long secrets such as PEM
+            // keys) building it costs seconds, so the contiguous NFA takes over there.
+            let total: usize = patterns.iter().map(|p| p.0.len()).sum();
+            let kind = (total > DFA_PATTERN_BYTES).then_some(AhoCorasickKind::ContiguousNFA);
             let ac = AhoCorasick::builder()
                 .match_kind(MatchKind::LeftmostLongest)
+                .kind(kind)
                 .build(patterns.iter().map(|p| p.0.as_slice()))
                 .map_err(|e| Error::internal(format!("building the redaction automaton: {e}")))?;
             Some(ac)

@@ -205,6 +205,19 @@ impl SecretRef {
             }
         }
 
+        if matches!(kind, BackendKind::Vault | BackendKind::Memory)
+            && let Some(i) = segments
+                .iter()
+                .position(|s| s == "." || s == ".." || s.contains('/'))
+        {
+            return Err(invalid(
+                raw,
+                format!(
+                    "segment {} (`.`, `..` or an encoded `/`) is not allowed in a vault path",
+                    i + 1
+                ),
+            ));
+        }
         let n = segments.len();
         let ok = match kind {
             BackendKind::Vault | BackendKind::Memory => n >= 1,
@@ -414,6 +427,12 @@ mod tests {
             ("vault://a/%FF", "not valid UTF-8"),
             ("vault://a?x=1", "take no `?query`"),
             ("vault://a#frag", "fragment"),
+            (
+                "vault://acme/../globex/x",
+                "segment 2 (`.`, `..` or an encoded `/`)",
+            ),
+            ("vault://acme/%2e%2e", "segment 2"),
+            ("vault://a%2Fb/c", "segment 1"),
         ];
         for (raw, needle) in cases {
             let e = SecretRef::parse(raw).unwrap_err();

@@ -6,8 +6,9 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use outloop_core::approval::ApprovalStore;
 use outloop_core::audit::{AuditRecord, AuditSink};
-use outloop_core::broker::{Broker, CallRequest};
+use outloop_core::broker::{Broker, CallRequest, OnHold};
 use outloop_core::config::{HostConfig, Paths};
 use outloop_core::{BackendKind, ErrorKind, MemoryBackend, Result, SecretRef, SecretValue};
 use sha2::{Digest, Sha256};
@@ -28,6 +29,8 @@ fn echo_server() -> String {
             let Ok(mut s) = s else { continue };
             let mut r = BufReader::new(s.try_clone().unwrap());
             let mut auth = String::new();
+            let mut request_line = String::new();
+            let _ = r.read_line(&mut request_line);
             loop {
                 let mut line = String::new();
                 if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
@@ -39,7 +42,12 @@ fn echo_server() -> String {
                     auth = v.trim().to_owned();
                 }
             }
-            let body = format!("{{\"you_sent\":\"{auth}\"}}");
+            // `/me` is an identity endpoint for account pinning: account 4455667.
+            let body = if request_line.starts_with("GET /me ") {
+                "{\"portalId\":4455667}".to_owned()
+            } else {
+                format!("{{\"you_sent\":\"{auth}\"}}")
+            };
             // A digest of what arrived lets tests check which secret was used without the
             // secret itself coming back.
             let digest = hex::encode(Sha256::digest(auth.as_bytes()));
@@ -70,9 +78,14 @@ struct Setup {
     backend: Arc<MemoryBackend>,
     audit: Arc<MemorySink>,
     broker: Broker,
+    state: std::path::PathBuf,
 }
 
 fn setup() -> Setup {
+    setup_with(1, None)
+}
+
+fn setup_with(approval_timeout: u64, on_hold: Option<OnHold>) -> Setup {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().canonicalize().unwrap();
     let (acme, globex, unbound) = (root.join("acme"), root.join("globex"), root.join("none"));
@@ -86,7 +99,7 @@ fn setup() -> Setup {
 allow_private = ["127.0.0.0/8"]
 [tenants.acme]
 workspaces = [{acme:?}]
-credentials = {{ echo = "vault://acme/echo", pinned = {{ ref = "vault://acme/pinned", pin = {{ url = "{upstream}/me", pointer = "/id", expect = "1" }} }} }}
+credentials = {{ echo = "vault://acme/echo", pinned = {{ ref = "vault://acme/pinned", pin = {{ url = "{upstream}/me", pointer = "/portalId", expect = "1" }} }}, pinned_ok = {{ ref = "vault://acme/pinned", pin = {{ url = "{upstream}/me", pointer = "/portalId", expect = "4455667" }} }} }}
 [tenants.globex]
 workspaces = [{globex:?}]
 credentials = {{ echo = "vault://globex/echo" }}
@@ -105,6 +118,22 @@ credential = "pinned"
 method = "GET"
 url = "{upstream}/pinned"
 auth = {{ type = "bearer" }}
+[actions.pinned_ok]
+credential = "pinned_ok"
+method = "GET"
+url = "{upstream}/pinned"
+auth = {{ type = "bearer" }}
+[actions.post]
+credential = "echo"
+method = "POST"
+url = "{upstream}/post"
+auth = {{ type = "bearer" }}
+[actions.limited]
+credential = "echo"
+method = "GET"
+url = "{upstream}/limited"
+auth = {{ type = "bearer" }}
+params.n = {{ type = "integer", min = 0, max = 100, default = 1 }}
 [actions.nocred]
 credential = "missing"
 method = "GET"
@@ -113,8 +142,12 @@ auth = {{ type = "bearer" }}
 [policy.tenants.acme]
 allow = ["*"]
 approve = ["held"]
+approval_timeout_secs = {approval_timeout}
+rate = {{ limited = "2/hour" }}
+params = {{ limited = {{ n = {{ max = 10 }} }} }}
 [policy.tenants.globex]
-allow = ["echo"]
+allow = ["echo", "post"]
+read_only = true
 "#
     );
     let paths = Paths::under(root.join("home"));
@@ -133,11 +166,13 @@ allow = ["echo"]
             .unwrap();
     }
     let audit = Arc::new(MemorySink::default());
-    let broker = Broker::builder(cfg)
+    let mut builder = Broker::builder(cfg)
         .backend(backend.clone())
-        .audit(audit.clone())
-        .build()
-        .unwrap();
+        .audit(audit.clone());
+    if let Some(f) = on_hold {
+        builder = builder.on_hold(f);
+    }
+    let broker = builder.build().unwrap();
     Setup {
         _tmp: tmp,
         acme,
@@ -146,6 +181,7 @@ allow = ["echo"]
         backend,
         audit,
         broker,
+        state: root.join("home"),
     }
 }
 
@@ -155,6 +191,16 @@ fn req(dir: &Path, action: &str, tenant: Option<&str>) -> CallRequest {
         tenant: tenant.map(str::to_owned),
         action: action.into(),
         params: Default::default(),
+    }
+}
+
+fn req_p(dir: &Path, action: &str, params: &[(&str, serde_json::Value)]) -> CallRequest {
+    CallRequest {
+        params: params
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect(),
+        ..req(dir, action, None)
     }
 }
 
@@ -168,8 +214,12 @@ async fn deny_paths_read_no_secret() {
         ),
         (req(&s.unbound, "echo", None), ErrorKind::UnboundWorkspace),
         (req(&s.globex, "held", None), ErrorKind::PolicyDenied),
+        (req(&s.globex, "post", None), ErrorKind::PolicyDenied),
         (req(&s.acme, "held", None), ErrorKind::ApprovalRequired),
-        (req(&s.acme, "pinned", None), ErrorKind::PermissionDenied),
+        (
+            req_p(&s.acme, "limited", &[("n", 11.into())]),
+            ErrorKind::PolicyDenied,
+        ),
         (req(&s.acme, "nocred", None), ErrorKind::Config),
         (req(&s.acme, "nope", None), ErrorKind::UnknownAction),
     ];
@@ -181,12 +231,116 @@ async fn deny_paths_read_no_secret() {
     }
     assert_eq!(s.backend.reads(), 0, "a denied request read a secret");
     let recs = s.audit.0.lock().unwrap();
-    assert_eq!(recs.len(), 7, "every attempt audited");
+    assert_eq!(recs.len(), 8, "every attempt audited");
     assert_eq!(recs[0].decision, "deny");
     assert_eq!(recs[0].tenant.as_deref(), Some("acme"));
     assert_eq!(recs[1].decision, "deny");
-    assert_eq!(recs[3].decision, "approve");
-    assert_eq!(recs[3].outcome, "approval_required");
+    assert_eq!(
+        recs[3].rule.as_deref(),
+        Some("policy.tenants.globex.read_only = true")
+    );
+    assert_eq!(recs[4].decision, "approve");
+    assert_eq!(recs[4].outcome, "approval_required", "approval timed out");
+    assert_eq!(
+        recs[5].rule.as_deref(),
+        Some("policy.tenants.acme.params.\"limited\".n.max = 10")
+    );
+}
+
+#[tokio::test]
+async fn rate_limit_denies_the_third_call_without_a_backend_read() {
+    let s = setup();
+    for _ in 0..2 {
+        s.broker.call(req(&s.acme, "limited", None)).await.unwrap();
+    }
+    let reads = s.backend.reads();
+    let e = s
+        .broker
+        .call(req(&s.acme, "limited", None))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PolicyDenied);
+    assert!(
+        e.to_string().contains("rate.\"limited\" = \"2/hour\""),
+        "{e}"
+    );
+    assert_eq!(
+        s.backend.reads(),
+        reads,
+        "the rate-limited call read a secret"
+    );
+}
+
+#[tokio::test]
+async fn account_pin_blocks_a_key_filed_under_the_wrong_account() {
+    let s = setup();
+    // The identity endpoint says 4455667: the pin expecting it passes.
+    let ok = s
+        .broker
+        .call(req(&s.acme, "pinned_ok", None))
+        .await
+        .unwrap();
+    assert_eq!(ok.status, 200);
+    // The pin expecting account 1 fails, and the credential is blocked for the tenant.
+    let e = s
+        .broker
+        .call(req(&s.acme, "pinned", None))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied);
+    assert!(
+        e.to_string()
+            .contains("does not belong to the pinned account"),
+        "{e}"
+    );
+    assert!(!e.to_string().contains("FAKE"));
+    let reads = s.backend.reads();
+    let e = s
+        .broker
+        .call(req(&s.acme, "pinned", None))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied);
+    assert_eq!(
+        s.backend.reads(),
+        reads,
+        "a blocked credential was read again"
+    );
+}
+
+#[tokio::test]
+async fn an_approved_request_runs_once() {
+    // The broker tells us when it holds the request, as it tells the CLI.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let on_hold: OnHold = Arc::new(move |a: &outloop_core::approval::Approval| {
+        let _ = tx.send(a.id.clone());
+    });
+    let s = Arc::new(setup_with(30, Some(on_hold)));
+    let s2 = Arc::clone(&s);
+    let call = tokio::spawn(async move { s2.broker.call(req(&s2.acme, "held", None)).await });
+    let store = ApprovalStore::new(s.state.join("approvals"));
+    let held_id = rx.recv().await.expect("the request was held");
+    let pending = store.pending(chrono_now()).unwrap();
+    assert_eq!(pending[0].id, held_id);
+    assert_eq!(pending.len(), 1, "the request was not held");
+    assert_eq!(pending[0].action, "held");
+    assert_eq!(pending[0].tenant, "acme");
+    assert_eq!(s.backend.reads(), 0, "a held request read a secret");
+    store.decide(&pending[0].id, true, chrono_now()).unwrap();
+    let result = call.await.unwrap().unwrap();
+    assert_eq!(result.status, 200);
+    // Single use: the approval is consumed.
+    assert!(store.decide(&pending[0].id, true, chrono_now()).is_err());
+    let recs = s.audit.0.lock().unwrap();
+    assert_eq!(recs.last().unwrap().decision, "approve");
+    assert_eq!(recs.last().unwrap().outcome, "ok");
+}
+
+fn chrono_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 #[tokio::test]

@@ -248,6 +248,10 @@ fn percent_both_cases_and_plus() {
             "percent_mixed_lower",
             "q=FAKE%20pass/w%c3%b6rd&x%3d1%7e*&n=1",
         ),
+        (
+            "percent_every_byte",
+            "q=%46%41%4B%45%20%70%61%73%73%2F%77%C3%B6%72%64%26%78%3D%31%7E%2A&n=1",
+        ),
     ];
     for (name, input) in cases {
         check(&r, name, input.as_bytes(), b"q=[REDACTED:p]&n=1", 1);
@@ -831,4 +835,17 @@ proptest! {
         prop_assert_eq!(&streamed, &whole.output);
         prop_assert_eq!(count, n);
     }
+}
+
+#[test]
+fn long_secrets_build_and_redact() {
+    // PEM keys and JSON key files run to kilobytes; the automaton must stay buildable.
+    let secret: Vec<u8> = (0..65_536).map(|i| b"FAKEpem0123456789"[i % 17]).collect();
+    let r = redactor(&[("pem", &secret)]);
+    let mut input = b"key: ".to_vec();
+    input.extend_from_slice(&secret);
+    input.extend_from_slice(b" end");
+    let whole = r.redact(&input);
+    assert_eq!(whole.output, b"key: [REDACTED:pem] end");
+    assert_eq!(stream_in_chunks(&r, &input, 4096), (whole.output, 1));
 }

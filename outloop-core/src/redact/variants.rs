@@ -166,6 +166,18 @@ fn percent_forms(raw: &[u8], out: &mut Vec<Variant>) {
             Box::new(|b: u8| always_kept(b) || b == b'*'),
         ]
     };
+    // Some encoders escape every byte, letters included (`%46%41%4B%45…`).
+    for digits in [HEX_UPPER, HEX_LOWER] {
+        let mut e = Zeroizing::new(Vec::with_capacity(raw.len() * 3));
+        for &b in raw {
+            e.extend_from_slice(&[
+                b'%',
+                digits[usize::from(b >> 4)],
+                digits[usize::from(b & 0xf)],
+            ]);
+        }
+        out.push(e);
+    }
     for keeps in &masks {
         for digits in [HEX_UPPER, HEX_LOWER] {
             for plus in [false, true] {
