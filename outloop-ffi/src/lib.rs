@@ -25,6 +25,21 @@
 //! - **Blocking.** Calls that do I/O block the calling thread; the handle owns a small tokio
 //!   runtime (two worker threads) that drives them. Do not call them from inside a tokio
 //!   runtime's async context (that panics and is reported as `OUTLOOP_PANIC`).
+//!
+//! # From Rust
+//!
+//! Rust programs use the broker directly rather than this ABI; the README's five lines:
+//!
+//! ```no_run
+//! # use outloop_core::{broker::{Broker, CallRequest}, config::{HostConfig, Paths}};
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let cfg = HostConfig::load(&Paths::from_env()?)?;
+//! let backends = outloop_backends::from_config(&cfg)?;
+//! let broker = Broker::builder(cfg).backends(backends).build()?;
+//! let req = CallRequest { workspace: std::env::current_dir()?, action: "hubspot.contacts.list".into(), ..Default::default() };
+//! let result = broker.call(req).await?;   // result.body is redacted; result.redactions counts
+//! # Ok(()) }
+//! ```
 
 use std::cell::RefCell;
 use std::ffi::{CString, c_char};
