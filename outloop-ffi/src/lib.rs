@@ -4,6 +4,9 @@
 //!
 //! # Conventions (every export follows them)
 //!
+//! This section is the header's preamble too (`header` in `outloop-ffi/cbindgen.toml`): change
+//! both together.
+//!
 //! - **Status codes.** Every fallible export returns an [`outloop_status`]: `OUTLOOP_OK` (0) on
 //!   success, else one code per error kind. Numbers are explicit and never reused; a kind
 //!   added later gets a new number.
@@ -400,6 +403,12 @@ pub struct outloop_broker {
     workspace: PathBuf,
     runtime: tokio::runtime::Runtime,
 }
+
+// The thread-safety promise above, checked by the compiler.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<outloop_broker>();
+};
 
 impl outloop_broker {
     fn open(home: Option<&str>, workspace: Option<&str>) -> Result<Self, Failure> {
