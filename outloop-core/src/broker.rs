@@ -848,6 +848,38 @@ impl Broker {
         })
     }
 
+    /// Redacts a caller's buffer with every secret of the tenant the workspace at `dir` is
+    /// bound to: each credential declared in that tenant's `credentials` table is fetched
+    /// (through the cache) and searched for in all its encodings, as are the backends' own
+    /// tokens. Returns the redacted bytes and the number of replacements.
+    ///
+    /// No policy decision and no audit record: nothing leaves the host, and the caller learns
+    /// nothing but where its own buffer already held a secret. Secrets of other tenants are
+    /// not fetched, so a buffer is only protected against its own tenant's credentials.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::UnboundWorkspace`] when `dir` is in no bound workspace; the backend kinds
+    /// ([`ErrorKind::NotFound`], [`ErrorKind::Unavailable`], …) when a credential cannot be
+    /// fetched (a partial redaction is never returned); [`ErrorKind::InvalidSecret`] when a
+    /// value is below the redaction floor.
+    pub async fn redact_for(&self, dir: &Path, input: &[u8]) -> Result<(Vec<u8>, usize)> {
+        let ws = self.identify(dir, None, None)?;
+        let tenant_cfg = self.config.tenant(&ws.tenant).ok_or_else(|| {
+            Error::internal(format!("tenant `{}` vanished from the config", ws.tenant))
+        })?;
+        let mut credentials = Credentials::new();
+        for (name, entry) in &tenant_cfg.credentials {
+            let value = self
+                .fetch(&ws.tenant, &entry.reference)
+                .await
+                .map_err(|e| e.context(format!("credential `{name}` of tenant `{}`", ws.tenant)))?;
+            credentials.insert(name.clone(), value);
+        }
+        let redacted = self.redactor(&credentials)?.redact(input);
+        Ok((redacted.output, redacted.count))
+    }
+
     /// The actions and aliases the workspace at `dir` may use (allowed or held for
     /// approval), sorted by name.
     ///

@@ -398,3 +398,33 @@ async fn concurrent_requests_never_cross_tenants() {
         t.await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn redact_for_uses_only_the_workspace_tenants_secrets() {
+    let s = setup();
+    let buf = format!("a={ACME} p=FAKE-pinned-token-3 g={GLOBEX} enc=QmVhcmVy");
+    let (out, n) = s
+        .broker
+        .redact_for(&s.acme.join("."), buf.as_bytes())
+        .await
+        .unwrap();
+    let out = String::from_utf8(out).unwrap();
+    assert_eq!(n, 2, "{out}");
+    assert_eq!(
+        out,
+        format!("a=[REDACTED:echo] p=[REDACTED:pinned] g={GLOBEX} enc=QmVhcmVy")
+    );
+    // Every credential of acme was fetched (echo and pinned), none of globex.
+    assert_eq!(s.backend.reads(), 2);
+    let e = s
+        .broker
+        .redact_for(&s.unbound, buf.as_bytes())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::UnboundWorkspace);
+    assert!(!e.to_string().contains("FAKE"));
+    assert!(
+        s.audit.0.lock().unwrap().is_empty(),
+        "redaction is not an attempt"
+    );
+}
