@@ -171,6 +171,6 @@ f=$(sed -nE 's/^# fail ([0-9]+)$/\1/p' "$tmp/node.out" | tail -1 || true)
 passed=$((passed + ${p:-0}))
 failed=$((failed + ${f:-1}))
 
-echo "ffi tests: $passed passed, $failed failed"
+echo "ffi: $passed passed, $failed failed"
 if [ "$failed" != 0 ]; then status=1; fi
 exit "$status"

@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: starts a real httpbin on loopback, then `cargo test --workspace`,
-# and closes with one summary line. Extra arguments go to cargo test (e.g. -p outloop-cli).
-set -euo pipefail
+# Runs every test suite: the Rust workspace (scripts/test-rust.sh, against a real httpbin) and
+# the C ABI with its C example, Python and Node packages (scripts/test-ffi.sh). Each suite
+# runs even when an earlier one failed; the last line sums them up.
+set -uo pipefail
 cd "$(dirname "$0")/.."
-read -r url pid < <(scripts/httpbin.sh)
-log=$(mktemp -t outloop-test.XXXXXX.log)
-trap 'kill "$pid" 2>/dev/null || true; rm -f "$log"' EXIT
-echo "httpbin at $url (pid $pid)" >&2
-set +e
-OUTLOOP_TEST_HTTPBIN="$url" cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$log"
-status=${PIPESTATUS[0]}
-set -e
-awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
-     END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
-exit "$status"
+logs=$(mktemp -d -t outloop-tests.XXXXXX)
+trap 'rm -rf "$logs"' EXIT
+
+scripts/test-rust.sh 2>&1 | tee "$logs/rust.log"
+rust=${PIPESTATUS[0]}
+scripts/test-ffi.sh 2>&1 | tee "$logs/ffi.log"
+ffi=${PIPESTATUS[0]}
+
+awk '/^(rust|ffi): [0-9]+ passed, [0-9]+ failed/ { p += $2; f += $4 }
+     END { printf "all: %d passed, %d failed\n", p, f }' "$logs/rust.log" "$logs/ffi.log"
+[ "$rust" = 0 ] && [ "$ffi" = 0 ]
