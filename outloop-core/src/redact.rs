@@ -45,6 +45,8 @@ mod variants;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_more;
 
 use std::fmt;
 use std::sync::Arc;

@@ -5,7 +5,7 @@ use proptest::prelude::*;
 use super::*;
 
 /// A redactor over `(label, value)` pairs with the default floor.
-fn redactor(secrets: &[(&str, &[u8])]) -> SecretRedactor {
+pub(super) fn redactor(secrets: &[(&str, &[u8])]) -> SecretRedactor {
     let mut b = RedactorBuilder::new();
     for (label, value) in secrets {
         b.add(label, &SecretValue::new(value.to_vec()))
@@ -28,7 +28,7 @@ fn stream_in_chunks(r: &SecretRedactor, input: &[u8], size: usize) -> (Vec<u8>, 
 
 /// Checks whole-buffer redaction, one-byte streaming and a two-piece stream split at every
 /// offset against `expected`.
-fn check(r: &SecretRedactor, name: &str, input: &[u8], expected: &[u8], count: usize) {
+pub(super) fn check(r: &SecretRedactor, name: &str, input: &[u8], expected: &[u8], count: usize) {
     let show = |b: &[u8]| format!("{:?}", String::from_utf8_lossy(b));
     let whole = r.redact(input);
     assert!(
