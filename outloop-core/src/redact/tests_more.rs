@@ -59,7 +59,9 @@ fn base64_of_the_secret_with_a_trailing_newline() {
 #[test]
 fn case_folded_forms_are_redacted_and_reported() {
     let r = redactor(&[("c", b"FAKEtokenAbc123")]);
-    let cases: &[(&str, &[u8], &[u8], usize, usize)] = &[
+    /// Name, input, expected output, replacements, case-folded-only replacements.
+    type Case<'a> = (&'a str, &'a [u8], &'a [u8], usize, usize);
+    let cases: &[Case] = &[
         (
             "folded_lower",
             b"x faketokenabc123 y",
