@@ -405,6 +405,10 @@ impl RedactorBuilder {
             let ac = AhoCorasick::builder()
                 .match_kind(MatchKind::LeftmostLongest)
                 .kind((total <= DFA_PATTERN_BYTES).then_some(AhoCorasickKind::DFA))
+                // The forms start with bytes common in text (digits and letters of hex and
+                // base64), so a prefilter fires constantly and costs more than it saves:
+                // measured 77 MiB/s with it, 374 MiB/s without (1 secret, 1 MiB of JSON).
+                .prefilter(false)
                 .build(patterns.iter().map(|p| p.bytes.as_slice()))
                 .map_err(|e| Error::internal(format!("building the redaction automaton: {e}")))?;
             Some(ac)
