@@ -62,7 +62,10 @@ fuzz_target!(|data: &[u8]| {
         size = size * 7 % 257 + 1;
     }
     count += stream.finish(&mut out);
-    assert_eq!(out, whole.output, "stream differs from whole-buffer redaction");
+    assert_eq!(
+        out, whole.output,
+        "stream differs from whole-buffer redaction"
+    );
     assert_eq!(count, whole.count);
     for s in &added {
         assert!(
@@ -73,9 +76,11 @@ fuzz_target!(|data: &[u8]| {
     // Idempotence holds unless a secret itself contains tag or mask text, which a fuzzer
     // can construct on purpose; then the second pass must still leave no raw secret.
     let again = redactor.redact(&whole.output);
-    let tag_like = added
-        .iter()
-        .any(|s| s.contains(&b'[') || s.windows(2).any(|w| b"REDACTEDA".windows(2).any(|m| m == w)));
+    let tag_like = added.iter().any(|s| {
+        s.contains(&b'[')
+            || s.windows(2)
+                .any(|w| b"REDACTEDA".windows(2).any(|m| m == w))
+    });
     if !tag_like {
         assert_eq!(again.output, whole.output, "not idempotent");
     }
