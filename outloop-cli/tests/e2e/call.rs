@@ -63,9 +63,10 @@ fn named_header_and_basic_auth_echoes_are_redacted() {
     let body: serde_json::Value = serde_json::from_str(v["body"].as_str().unwrap()).unwrap();
     let auth = body["headers"]["Authorization"].as_str().unwrap();
     assert!(auth.starts_with("Basic "), "{auth}");
+    // The base64 form is masked in the base64 alphabet, so the header stays decodable.
     assert!(
-        auth.contains("[REDACTED:key]"),
-        "base64 of user:secret redacted: {auth}"
+        auth.contains("REDACTED") && !auth.contains('['),
+        "base64 of user:secret masked: {auth}"
     );
     assert!(v["redactions"].as_u64().unwrap() >= 1);
     env.assert_no_leak();

@@ -10,15 +10,78 @@ use zeroize::Zeroizing;
 /// A derived form of a secret: its bytes, zeroized on drop.
 pub(super) type Variant = Zeroizing<Vec<u8>>;
 
-/// Every searchable form of `raw`, raw first, each at least `floor` bytes long.
+/// What kind of form a searched pattern is; decides how a match is replaced and reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Form {
+    /// Raw, hex, percent, JSON or HTML text: replaced by the `[REDACTED:<label>]` tag.
+    Text,
+    /// A run of base64 alphabet characters (with `=` padding): replaced by a mask of the
+    /// same length, so the surrounding payload stays decodable.
+    Base64,
+    /// The whole secret upper- or lower-cased: replaced by the tag and reported as a
+    /// case-folded match when no exact form hit the same run.
+    Folded,
+}
+
+/// Every searchable form of `raw` with its kind, raw first, each at least `floor` bytes long.
 ///
 /// The list may hold duplicates (for example hex and percent forms that equal the raw value
-/// for some inputs); the caller deduplicates.
-pub(super) fn variants(raw: &[u8], floor: usize) -> Vec<Variant> {
+/// for some inputs); the caller deduplicates, keeping the first.
+pub(super) fn forms(raw: &[u8], floor: usize) -> Vec<(Variant, Form)> {
+    let mut out: Vec<(Variant, Form)> = variants(raw, floor)
+        .into_iter()
+        .map(|v| (v, Form::Text))
+        .collect();
+    // Base64 forms: of the secret, and of the secret with a trailing newline (`echo $TOKEN |
+    // base64`). Forms holding `\/` stay text: masking them would change the decoded length.
+    let mut b64 = Vec::new();
+    base64_forms(raw, &mut b64);
+    let mut nl = Zeroizing::new(Vec::with_capacity(raw.len() + 1));
+    nl.extend_from_slice(raw);
+    nl.push(b'\n');
+    base64_forms(&nl, &mut b64);
+    for v in b64 {
+        if v.len() >= floor.max(1) {
+            let form = if v.contains(&b'\\') {
+                Form::Text
+            } else {
+                Form::Base64
+            };
+            out.push((v, form));
+        }
+    }
+    if foldable(raw) {
+        for upper in [false, true] {
+            let mut f = copy(raw);
+            if upper {
+                f.make_ascii_uppercase();
+            } else {
+                f.make_ascii_lowercase();
+            }
+            if f.as_slice() != raw && f.len() >= floor.max(1) {
+                out.push((f, Form::Folded));
+            }
+        }
+    }
+    out
+}
+
+/// Whether a secret gets case-folded forms: ASCII letters and digits (and the token
+/// separators `-`, `_`, `.`), with at least one letter.
+pub(super) fn foldable(raw: &[u8]) -> bool {
+    raw.iter().any(u8::is_ascii_alphabetic)
+        && raw
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Every searchable text form of `raw` (everything but base64 and case folds), raw first,
+/// each at least `floor` bytes long.
+fn variants(raw: &[u8], floor: usize) -> Vec<Variant> {
     let mut out: Vec<Variant> = Vec::new();
     out.push(copy(raw));
-    base64_forms(raw, &mut out);
     hex_forms(raw, &mut out);
+    html_forms(raw, &mut out);
     let mut percent = Vec::new();
     percent_forms(raw, &mut percent);
     // A percent form that keeps `"`, `\` or `/` raw is escaped again when it sits in a JSON
@@ -42,6 +105,56 @@ pub(super) fn variants(raw: &[u8], floor: usize) -> Vec<Variant> {
     json_forms(raw, &mut out);
     out.retain(|v| v.len() >= floor.max(1));
     out
+}
+
+/// HTML character references, as template engines and `html.escape` write them: the named
+/// entities for `&`, `<`, `>`, `"` with `'` as `&#39;`, `&#x27;` or `&apos;`; and every
+/// character that is not a letter or digit as a decimal `&#NN;` or hex `&#xNN;` reference.
+/// Only for secrets holding one of those characters (otherwise the form is the raw value).
+fn html_forms(raw: &[u8], out: &mut Vec<Variant>) {
+    if !raw.iter().any(|b| b.is_ascii_punctuation() || *b == b' ') {
+        return;
+    }
+    for apos in [&b"&#39;"[..], b"&#x27;", b"&apos;"] {
+        let mut e = Zeroizing::new(Vec::with_capacity(raw.len() * 6));
+        for &b in raw {
+            match b {
+                b'&' => e.extend_from_slice(b"&amp;"),
+                b'<' => e.extend_from_slice(b"&lt;"),
+                b'>' => e.extend_from_slice(b"&gt;"),
+                b'"' => e.extend_from_slice(b"&quot;"),
+                b'\'' => e.extend_from_slice(apos),
+                _ => e.push(b),
+            }
+        }
+        out.push(e);
+    }
+    for hex in [None, Some(HEX_LOWER), Some(HEX_UPPER)] {
+        let mut e = Zeroizing::new(Vec::with_capacity(raw.len() * 7));
+        for &b in raw {
+            if b.is_ascii_alphanumeric() || !b.is_ascii() || b.is_ascii_control() {
+                e.push(b);
+                continue;
+            }
+            e.extend_from_slice(b"&#");
+            match hex {
+                None => {
+                    if b >= 100 {
+                        e.push(b'0' + b / 100);
+                    }
+                    e.push(b'0' + b / 10 % 10);
+                    e.push(b'0' + b % 10);
+                }
+                Some(digits) => {
+                    e.push(b'x');
+                    e.push(digits[usize::from(b >> 4)]);
+                    e.push(digits[usize::from(b & 0xf)]);
+                }
+            }
+            e.push(b';');
+        }
+        out.push(e);
+    }
 }
 
 fn copy(bytes: &[u8]) -> Variant {
@@ -302,5 +415,47 @@ fn push_u_escape(e: &mut Vec<u8>, unit: u16, digits: &[u8; 16]) {
     e.extend_from_slice(b"\\u");
     for shift in [12u16, 8, 4, 0] {
         e.push(digits[usize::from((unit >> shift) & 0xf)]);
+    }
+}
+
+/// The parts of a multi-line or JSON secret that are registered on their own: each line
+/// (trimmed; PEM `-----` armour lines skipped) and, when the value parses as JSON, each
+/// string leaf (and that leaf's lines). The caller applies the floor and punctuation rules.
+pub(super) fn parts(raw: &[u8]) -> Vec<Variant> {
+    let mut out = Vec::new();
+    lines(raw, &mut out);
+    let trimmed = raw.trim_ascii_start();
+    if (trimmed.starts_with(b"{") || trimmed.starts_with(b"["))
+        && let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(raw)
+    {
+        leaves(&mut value, &mut out);
+    }
+    out
+}
+
+fn lines(raw: &[u8], out: &mut Vec<Variant>) {
+    if !raw.contains(&b'\n') {
+        return;
+    }
+    for line in raw.split(|&b| b == b'\n') {
+        let line = line.trim_ascii();
+        if !line.is_empty() && !line.starts_with(b"-----") {
+            out.push(copy(line));
+        }
+    }
+}
+
+/// Copies each string leaf out of `value` and zeroizes the copy `serde_json` made.
+fn leaves(value: &mut serde_json::Value, out: &mut Vec<Variant>) {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => {
+            out.push(copy(s.as_bytes()));
+            lines(s.as_bytes(), out);
+            zeroize::Zeroize::zeroize(s);
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| leaves(v, out)),
+        Value::Object(map) => map.values_mut().for_each(|v| leaves(v, out)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
 }
