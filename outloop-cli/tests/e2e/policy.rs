@@ -20,8 +20,10 @@ params.to = { type = "string", pattern = "^[a-z]+@example\\.com$" }
 
 fn env_with(policy_extra: &str) -> (Env, Recorder) {
     let rec = Recorder::start();
-    let config = format!("{}{}", actions(&rec.url), HELD.replace("REC", &rec.url))
-        .replace("deny = [\"echo.status\"]", &format!("deny = [\"echo.status\"]\n{policy_extra}"));
+    let config = format!("{}{}", actions(&rec.url), HELD.replace("REC", &rec.url)).replace(
+        "deny = [\"echo.status\"]",
+        &format!("deny = [\"echo.status\"]\n{policy_extra}"),
+    );
     (Env::new(&config), rec)
 }
 
@@ -53,25 +55,41 @@ fn a_held_request_runs_once_a_human_approves_it_from_outside_the_workspace() {
     assert_eq!(list.code, 0, "{}", list.stderr);
     let v = list.json();
     assert_eq!(v["approvals"][0]["id"], id.as_str());
-    assert_eq!(v["approvals"][0]["params"], serde_json::json!({ "to": "ada@example.com" }));
+    assert_eq!(
+        v["approvals"][0]["params"],
+        serde_json::json!({ "to": "ada@example.com" })
+    );
     assert_eq!(v["approvals"][0]["tenant"], "acme");
 
     // The agent's own workspace cannot approve.
     let r = env.run(&["approve", &id], &env.acme);
     assert_eq!(r.code, 3, "{}", r.stderr);
-    assert!(r.stderr.contains("refused inside a bound workspace"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("refused inside a bound workspace"),
+        "{}",
+        r.stderr
+    );
     let r = env.run(&["approvals"], &env.acme.join("."));
     assert_eq!(r.code, 3);
 
     let r = env.run(&["approve", &id], &env.root);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["status"], 200);
     let reqs = rec.requests();
     assert_eq!(reqs.len(), 1);
-    assert!(reqs[0].ends_with("{\"to\":\"ada@example.com\"}"), "{}", reqs[0]);
+    assert!(
+        reqs[0].ends_with("{\"to\":\"ada@example.com\"}"),
+        "{}",
+        reqs[0]
+    );
     // Single use: deciding again is refused.
     let r = env.run(&["approve", &id], &env.root);
     assert_eq!(r.code, 2, "{}", r.stderr);
@@ -94,7 +112,14 @@ fn a_rejected_request_is_denied_and_sends_nothing() {
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
     stderr.read_line(&mut line).unwrap();
-    let id = line.split("approval as ").nth(1).unwrap().split(';').next().unwrap().to_owned();
+    let id = line
+        .split("approval as ")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
     assert_eq!(env.run(&["reject", &id], &env.root).code, 0);
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(3));
@@ -111,7 +136,12 @@ fn rate_limits_survive_a_restart() {
     let r = env.run(&["call", "rec.get", "-p", "id=3"], &env.acme);
     assert_eq!(r.code, 3, "{}", r.stderr);
     assert!(r.stderr.contains("rate limit"), "{}", r.stderr);
-    assert!(r.stderr.contains("policy.tenants.acme.rate.\"rec.*\" = \"2/hour\""), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("policy.tenants.acme.rate.\"rec.*\" = \"2/hour\""),
+        "{}",
+        r.stderr
+    );
     assert_eq!(rec.requests().len(), 2);
     let r = env.run(&["policy", "explain", "rec.get", "-p", "id=4"], &env.acme);
     assert!(r.stdout.contains("decision: deny"), "{}", r.stdout);
@@ -126,7 +156,12 @@ fn read_only_constraints_and_policy_test_tables() {
     let (env, _rec) = env_with("params = { \"echo.range\" = { n = { max = 10 } } }");
     let r = env.run(&["call", "echo.range", "-p", "n=11"], &env.acme);
     assert_eq!(r.code, 3, "{}", r.stderr);
-    assert!(r.stderr.contains("policy.tenants.acme.params.\"echo.range\".n.max = 10"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("policy.tenants.acme.params.\"echo.range\".n.max = 10"),
+        "{}",
+        r.stderr
+    );
 
     let table = env.root.join("policy-cases.toml");
     let cases = format!(
@@ -167,10 +202,18 @@ expect = "deny"
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert!(r.stdout.ends_with("4 passed, 0 failed\n"), "{}", r.stdout);
 
-    std::fs::write(&table, cases.replacen("expect = \"allow\"", "expect = \"deny\"", 1)).unwrap();
+    std::fs::write(
+        &table,
+        cases.replacen("expect = \"allow\"", "expect = \"deny\"", 1),
+    )
+    .unwrap();
     let r = env.run(&["policy", "test", table.to_str().unwrap()], &env.root);
     assert_eq!(r.code, 1, "{}", r.stdout);
-    assert!(r.stdout.starts_with("FAIL  deny    allow   acme may read"), "{}", r.stdout);
+    assert!(
+        r.stdout.starts_with("FAIL  deny    allow   acme may read"),
+        "{}",
+        r.stdout
+    );
     assert!(r.stdout.ends_with("3 passed, 1 failed\n"), "{}", r.stdout);
     env.assert_no_leak();
 }
@@ -179,24 +222,56 @@ expect = "deny"
 fn packs_inside_a_workspace_and_overwrites_are_refused() {
     let (env, _rec) = env_with("");
     // An agent writes an action pack into its workspace and the human's config includes it.
-    std::fs::write(env.acme.join("evil.toml"), "[actions.evil]\nmethod = \"GET\"\nurl = \"http://127.0.0.1:9/\"\n").unwrap();
+    std::fs::write(
+        env.acme.join("evil.toml"),
+        "[actions.evil]\nmethod = \"GET\"\nurl = \"http://127.0.0.1:9/\"\n",
+    )
+    .unwrap();
     let cfg = env.config_path();
     let text = std::fs::read_to_string(&cfg).unwrap();
     let pattern = format!("{}/*.toml", env.acme.display());
-    std::fs::write(&cfg, text.replace("include = [\"actions/*.toml\"]", &format!("include = [\"actions/*.toml\", {pattern:?}]"))).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "include = [\"actions/*.toml\"]",
+            &format!("include = [\"actions/*.toml\", {pattern:?}]"),
+        ),
+    )
+    .unwrap();
     let r = env.run(&["actions"], &env.acme);
     assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(r.stderr.contains("action packs must live outside every workspace"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("action packs must live outside every workspace"),
+        "{}",
+        r.stderr
+    );
     std::fs::write(&cfg, text).unwrap();
 
-    let r = env.run_with_stdin(&["secret", "set", "vault://acme/echo"], &env.root, b"FAKE-overwrite-attempt");
+    let r = env.run_with_stdin(
+        &["secret", "set", "vault://acme/echo"],
+        &env.root,
+        b"FAKE-overwrite-attempt",
+    );
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("pass --replace"), "{}", r.stderr);
     let r = env.run_with_stdin(
-        &["secret", "set", "vault://globex/echo", "--tenant", "acme", "--credential", "other"],
+        &[
+            "secret",
+            "set",
+            "vault://globex/echo",
+            "--tenant",
+            "acme",
+            "--credential",
+            "other",
+        ],
         &env.root,
         b"FAKE-cross-tenant-value",
     );
     assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(r.stderr.contains("is credential `echo` of tenant `globex`"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("is credential `echo` of tenant `globex`"),
+        "{}",
+        r.stderr
+    );
 }
