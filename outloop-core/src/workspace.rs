@@ -30,6 +30,54 @@ pub fn canonical_dir(dir: &Path) -> Result<PathBuf> {
     std::fs::canonicalize(dir).map_err(|e| Error::io("cannot resolve workspace directory", dir, e))
 }
 
+/// The working directory of the process at the other end of a Unix socket, as the OS reports
+/// it: on Linux the peer's pid from `SO_PEERCRED`, then `/proc/<pid>/cwd`, canonicalized.
+/// Frontends that accept local connections (the daemon) use this for workspace identity, so a
+/// client cannot claim another directory; without a socket, the caller's own working
+/// directory is used instead.
+///
+/// # Errors
+///
+/// [`ErrorKind::Unavailable`] when the OS does not report the peer's pid or its working
+/// directory (on platforms other than Linux, or when the peer has exited);
+/// [`ErrorKind::Io`] when the directory cannot be resolved.
+pub fn peer_dir(stream: &tokio::net::UnixStream) -> Result<PathBuf> {
+    let cred = stream.peer_cred().map_err(|e| {
+        Error::new(
+            ErrorKind::Unavailable,
+            format!("cannot read the socket peer's credentials: {e}"),
+        )
+    })?;
+    let pid = cred.pid().ok_or_else(|| {
+        Error::new(
+            ErrorKind::Unavailable,
+            "the OS does not report the socket peer's pid",
+        )
+    })?;
+    proc_cwd(pid)
+}
+
+#[cfg(target_os = "linux")]
+fn proc_cwd(pid: i32) -> Result<PathBuf> {
+    let link = PathBuf::from(format!("/proc/{pid}/cwd"));
+    std::fs::read_link(&link)
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Unavailable,
+                format!("cannot read the working directory of process {pid}: {e}"),
+            )
+        })
+        .and_then(|dir| canonical_dir(&dir))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn proc_cwd(pid: i32) -> Result<PathBuf> {
+    Err(Error::new(
+        ErrorKind::Unavailable,
+        format!("reading the working directory of process {pid} is not supported on this platform"),
+    ))
+}
+
 /// Finds the tenant of the (already canonical) directory `dir`: the longest bound workspace
 /// that is `dir` or one of its ancestors. `None` when no binding covers it.
 pub fn find_binding(config: &HostConfig, dir: &Path) -> Option<(PathBuf, String)> {
@@ -77,6 +125,18 @@ mod tests {
         }
         let paths = Paths::under(home);
         HostConfig::from_str_at(&paths, &paths.config_file(), &text).unwrap()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn the_socket_peer_s_working_directory_is_reported_by_the_os() {
+        // A real socket pair: the peer is this process, so the OS reports our own cwd.
+        let (a, _b) = tokio::net::UnixStream::pair().unwrap();
+        let dir = peer_dir(&a).unwrap();
+        assert_eq!(
+            dir,
+            std::env::current_dir().unwrap().canonicalize().unwrap()
+        );
     }
 
     #[test]

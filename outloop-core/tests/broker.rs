@@ -428,3 +428,36 @@ async fn redact_for_uses_only_the_workspace_tenants_secrets() {
         "redaction is not an attempt"
     );
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(6))]
+
+    /// For random mixes of concurrent requests from both tenants sharing one broker (and its
+    /// credential cache), every request is served with its own tenant's secret.
+    #[test]
+    fn concurrent_random_requests_never_cross_tenants(
+        order in proptest::collection::vec(proptest::bool::ANY, 4..24)
+    ) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(async {
+            let s = Arc::new(setup());
+            let tasks: Vec<_> = order
+                .iter()
+                .map(|&acme| {
+                    let s = Arc::clone(&s);
+                    tokio::spawn(async move {
+                        let (dir, token) = if acme { (&s.acme, ACME) } else { (&s.globex, GLOBEX) };
+                        let r = s.broker.call(req(dir, "echo", None)).await.unwrap();
+                        (r.headers["x-auth-sha256"].clone(), digest_of(token))
+                    })
+                })
+                .collect();
+            for t in tasks {
+                let (got, want) = t.await.unwrap();
+                assert_eq!(got, want, "a tenant received another tenant's credential");
+            }
+            // The cache may miss under concurrency, but never reads more than once per request.
+            assert!(s.backend.reads() <= order.len());
+        });
+    }
+}
