@@ -93,7 +93,7 @@ pub(crate) fn broker(paths: &Paths) -> Result<Broker> {
     Broker::builder(cfg)
         .backends(backends)
         .on_hold(std::sync::Arc::new(|a: &outloop_core::approval::Approval| {
-            eprintln!(
+            errln!(
                 "outloop: held for a human's approval as {}; run `outloop approve {}` (or reject) from outside the workspace; waiting until {}",
                 a.id,
                 a.id,
@@ -367,7 +367,7 @@ async fn call(paths: &Paths, args: CallArgs) -> Result<u8> {
             .map_err(|e| Error::internal(format!("cannot encode the result: {e}")))?;
         outln!("{v}");
     } else {
-        eprintln!(
+        errln!(
             "{} {} · tenant {} · {} redaction{}",
             result.status,
             result.status_text,

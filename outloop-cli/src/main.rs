@@ -20,6 +20,14 @@ macro_rules! outln {
     }};
 }
 
+/// Prints one line to stderr; a closed stderr is ignored rather than a panic.
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 mod cli;
 mod commands;
 mod edit;
@@ -46,7 +54,7 @@ fn main() -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("outloop: cannot start the async runtime: {e}");
+            errln!("outloop: cannot start the async runtime: {e}");
             return ExitCode::from(1);
         }
     };
@@ -54,7 +62,7 @@ fn main() -> ExitCode {
     match runtime.block_on(commands::run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("outloop: {}", e.message());
+            errln!("outloop: {}", e.message());
             if json {
                 let obj = serde_json::json!({
                     "error": { "kind": e.kind().as_str(), "message": e.message() }

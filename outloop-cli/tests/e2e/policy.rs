@@ -27,11 +27,11 @@ fn env_with(policy_extra: &str) -> (Env, Recorder) {
     (Env::new(&config), rec)
 }
 
-#[test]
-fn a_held_request_runs_once_a_human_approves_it_from_outside_the_workspace() {
-    let (env, rec) = env_with("approve = [\"rec.send\"]");
+/// Starts `outloop <args>` in the acme workspace and returns it once it says it is held,
+/// with the approval id it printed (reading its stderr line, not sleeping).
+fn call_until_held(env: &Env, args: &[&str]) -> (std::process::Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_outloop"))
-        .args(["call", "rec.send", "-p", "to=ada@example.com", "--json"])
+        .args(args)
         .current_dir(&env.acme)
         .env("OUTLOOP_HOME", &env.home)
         .stdin(Stdio::null())
@@ -39,7 +39,6 @@ fn a_held_request_runs_once_a_human_approves_it_from_outside_the_workspace() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The call says it is held, with the id; read that line (no sleeping).
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
     stderr.read_line(&mut line).unwrap();
@@ -49,6 +48,16 @@ fn a_held_request_runs_once_a_human_approves_it_from_outside_the_workspace() {
         .and_then(|r| r.split(';').next())
         .unwrap_or_else(|| panic!("no hold line: {line}"))
         .to_owned();
+    (child, id)
+}
+
+#[test]
+fn a_held_request_runs_once_a_human_approves_it_from_outside_the_workspace() {
+    let (env, rec) = env_with("approve = [\"rec.send\"]");
+    let (child, id) = call_until_held(
+        &env,
+        &["call", "rec.send", "-p", "to=ada@example.com", "--json"],
+    );
     assert!(rec.requests().is_empty(), "sent before approval");
 
     let list = env.run(&["approvals", "--json"], &env.root);
@@ -100,26 +109,7 @@ fn a_held_request_runs_once_a_human_approves_it_from_outside_the_workspace() {
 #[test]
 fn a_rejected_request_is_denied_and_sends_nothing() {
     let (env, rec) = env_with("approve = [\"rec.send\"]");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_outloop"))
-        .args(["call", "rec.send", "-p", "to=bob@example.com"])
-        .current_dir(&env.acme)
-        .env("OUTLOOP_HOME", &env.home)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let id = line
-        .split("approval as ")
-        .nth(1)
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let (mut child, id) = call_until_held(&env, &["call", "rec.send", "-p", "to=bob@example.com"]);
     assert_eq!(env.run(&["reject", &id], &env.root).code, 0);
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(3));
