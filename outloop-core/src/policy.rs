@@ -109,7 +109,16 @@ struct RuleSet {
     patterns: Vec<String>,
     exact: HashMap<String, usize>,
     prefixes: HashMap<String, usize>,
+    /// The distinct lengths of the `prefix*` globs, so a lookup is made only where one could
+    /// match.
+    prefix_lens: Vec<usize>,
+    /// Other globs, in list order.
     others: Vec<usize>,
+    /// An automaton over the longest literal piece of each other glob: only globs whose piece
+    /// occurs in the name are tried. Pattern `k` of the automaton is `others[k]`.
+    pieces: Option<aho_corasick::AhoCorasick>,
+    /// Other globs with no literal piece (`**`), always tried.
+    always: Vec<usize>,
 }
 
 impl RuleSet {
@@ -118,6 +127,7 @@ impl RuleSet {
             patterns: globs.to_vec(),
             ..RuleSet::default()
         };
+        let mut pieces = Vec::new();
         for (i, g) in globs.iter().enumerate() {
             match g.find('*') {
                 None => {
@@ -125,9 +135,26 @@ impl RuleSet {
                 }
                 Some(pos) if pos == g.len() - 1 => {
                     set.prefixes.entry(g[..pos].to_owned()).or_insert(i);
+                    set.prefix_lens.push(pos);
                 }
-                Some(_) => set.others.push(i),
+                Some(_) => {
+                    let piece = g.split('*').max_by_key(|p| p.len()).unwrap_or("");
+                    if piece.is_empty() {
+                        set.always.push(i);
+                    } else {
+                        set.others.push(i);
+                        pieces.push(piece.to_owned());
+                    }
+                }
             }
+        }
+        set.prefix_lens.sort_unstable();
+        set.prefix_lens.dedup();
+        // Building over plain literals cannot fail; without it every other glob is tried.
+        set.pieces = aho_corasick::AhoCorasick::new(&pieces).ok();
+        if set.pieces.is_none() {
+            set.always.append(&mut set.others);
+            set.always.sort_unstable();
         }
         set
     }
@@ -135,24 +162,28 @@ impl RuleSet {
     fn first_match(&self, name: &str) -> Option<usize> {
         let min = |best: Option<usize>, i: usize| Some(best.map_or(i, |b: usize| b.min(i)));
         let mut best = self.exact.get(name).copied();
-        if !self.prefixes.is_empty() {
-            for (k, _) in name
-                .char_indices()
-                .chain(std::iter::once((name.len(), ' ')))
+        for &len in &self.prefix_lens {
+            if len <= name.len()
+                && name.is_char_boundary(len)
+                && let Some(&i) = self.prefixes.get(&name[..len])
             {
-                if let Some(&i) = self.prefixes.get(&name[..k]) {
-                    best = min(best, i);
-                }
+                best = min(best, i);
             }
         }
-        for &i in &self.others {
-            if best.is_some_and(|b| b < i) {
-                break;
+        let try_glob = |best: Option<usize>, i: usize| {
+            if best.is_some_and(|b| b < i) || !glob_match(&self.patterns[i], name) {
+                best
+            } else {
+                min(best, i)
             }
-            if glob_match(&self.patterns[i], name) {
-                best = min(best, i);
-                break;
+        };
+        if let Some(ac) = &self.pieces {
+            for m in ac.find_overlapping_iter(name) {
+                best = try_glob(best, self.others[m.pattern().as_usize()]);
             }
+        }
+        for &i in &self.always {
+            best = try_glob(best, i);
         }
         best
     }
@@ -459,19 +490,19 @@ impl Policy for RulesPolicy {
     fn decide(&self, request: &PolicyRequest<'_>) -> Verdict {
         let name = request.target.policy_name();
         let tenant = request.tenant;
-        let at = format!("policy.tenants.{tenant}");
+        let at = || format!("policy.tenants.{tenant}");
         if let Some(rules) = self.tenants.get(tenant) {
             if let Some(i) = rules.deny.first_match(&name) {
                 return verdict(
                     Decision::Deny,
-                    format!("{at}.deny[{i}] = {:?}", rules.deny.patterns[i]),
+                    format!("{}.deny[{i}] = {:?}", at(), rules.deny.patterns[i]),
                     format!("`{name}` is denied for tenant `{tenant}`"),
                 );
             }
             if rules.read_only && !matches!(request.method, "GET" | "HEAD" | "*") {
                 return verdict(
                     Decision::Deny,
-                    format!("{at}.read_only = true"),
+                    format!("{}.read_only = true", at()),
                     format!(
                         "tenant `{tenant}` is read-only; `{name}` uses {}",
                         request.method
@@ -484,7 +515,7 @@ impl Policy for RulesPolicy {
                 let list: Vec<&str> = rules.windows.iter().map(|(s, _)| s.as_str()).collect();
                 return verdict(
                     Decision::Deny,
-                    format!("{at}.windows = {list:?}"),
+                    format!("{}.windows = {list:?}", at()),
                     format!(
                         "`{name}` is outside the allowed time windows of tenant `{tenant}` (now {} UTC)",
                         request.time.format("%a %H:%M")
@@ -498,7 +529,7 @@ impl Policy for RulesPolicy {
                     {
                         return verdict(
                             Decision::Deny,
-                            format!("{at}.params.{action:?}.{}.{field} = {limit}", c.param),
+                            format!("{}.params.{action:?}.{}.{field} = {limit}", at(), c.param),
                             format!(
                                 "parameter `{}` of `{action}` breaks tenant `{tenant}`'s `{field}` constraint",
                                 c.param
@@ -548,7 +579,7 @@ impl Policy for RulesPolicy {
                     };
                     return verdict(
                         decision,
-                        format!("{at}.{list}[{i}] = {:?}", set.patterns[i]),
+                        format!("{}.{list}[{i}] = {:?}", at(), set.patterns[i]),
                         reason,
                     );
                 }
