@@ -198,7 +198,7 @@ fn gaps_inside_a_secret() {
 
 #[test]
 fn multi_line_secrets_register_lines_and_json_leaves() {
-    let pem: &[u8] = b"-----BEGIN FAKE PRIVATE KEY-----\nMIIEFAKEline1AAAAAAAA\r\nMIIEFAKEline2BBBBBBBB\n-----END FAKE PRIVATE KEY-----\n";
+    let pem: &[u8] = b"-----BEGIN FAKE TEST KEY-----\nMIIEFAKEline1AAAAAAAA\r\nMIIEFAKEline2BBBBBBBB\n-----END FAKE TEST KEY-----\n";
     let key_file: &[u8] = br#"{"type":"service_account","private_key_id":"FAKEkeyid0123456","private_key":"-----BEGIN FAKE KEY-----\nMIIEFAKEjsonline3CCCC\n-----END FAKE KEY-----\n","n":12345678901}"#;
     let r = redactor(&[("pem", pem), ("gcp", key_file)]);
     let cases: &[(&str, &[u8], &[u8], usize)] = &[
@@ -211,8 +211,8 @@ fn multi_line_secrets_register_lines_and_json_leaves() {
         ),
         (
             "multiline_pem_armour_not_registered",
-            b"-----BEGIN FAKE PRIVATE KEY-----",
-            b"-----BEGIN FAKE PRIVATE KEY-----",
+            b"-----BEGIN FAKE TEST KEY-----",
+            b"-----BEGIN FAKE TEST KEY-----",
             0,
         ),
         (
