@@ -5,9 +5,10 @@
 #
 # Cost, measured on the 2-core machine: installing cargo-fuzz once, a few minutes (skipped when
 # present); the first build of the target 12 CPU-minutes (outloop-core's whole dependency tree
-# with sanitizer flags, in fuzz/target; 23 min wall here while other builds shared the cores,
+# with sanitizer flags, under target/<triple>/; 23 min wall here while other builds shared the cores,
 # so expect ~6-7 min on an idle machine); a rebuild after a change to outloop-core 1.4
-# CPU-minutes (2 min wall). Cache fuzz/target and ~/.cargo/bin in CI to pay the first cost once.
+# CPU-minutes (2 min wall). .ci/run builds the target
+# uninstrumented instead (`cargo build -p outloop-fuzz`), which reuses the workspace build.
 #
 # Run the fuzzer (not in CI), e.g. for 10 minutes:
 #   RUSTC_BOOTSTRAP=1 cargo fuzz run redact_stream --fuzz-dir fuzz -- -max_total_time=600
@@ -19,4 +20,4 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 export RUSTC_BOOTSTRAP=1
 cargo fuzz build redact_stream --fuzz-dir fuzz "$@"
-echo "fuzz target built: fuzz/target/*/release/redact_stream"
+echo "fuzz target built: target/*/release/redact_stream"

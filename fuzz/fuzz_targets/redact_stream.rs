@@ -9,7 +9,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use outloop_core::SecretValue;
-use outloop_core::redact::{RedactStream, Redactor, RedactorBuilder};
+use outloop_core::redact::{Redactor, RedactorBuilder};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&n, mut rest)) = data.split_first() else {
