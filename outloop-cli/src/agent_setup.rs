@@ -192,8 +192,7 @@ fn mcp_json(path: &Path, text: Option<&str>, entry: &Value, jsonc: bool) -> Resu
     let root = parse_json(path, text.unwrap_or(""), jsonc)?;
     let top = root_object(path, &root)?;
     let servers = child_object(path, &top, "mcpServers", "mcpServers")?;
-    let what;
-    match servers.get(SERVER_NAME) {
+    let what = match servers.get(SERVER_NAME) {
         Some(prop) => {
             let now = prop.value().and_then(|v| v.to_serde_value());
             if now.as_ref() == Some(entry) {
@@ -205,13 +204,13 @@ fn mcp_json(path: &Path, text: Option<&str>, entry: &Value, jsonc: bool) -> Resu
                 });
             }
             prop.set_value(to_input(entry));
-            what = format!("MCP server `{SERVER_NAME}` updated");
+            format!("MCP server `{SERVER_NAME}` updated")
         }
         None => {
             servers.append(SERVER_NAME, to_input(entry));
-            what = format!("MCP server `{SERVER_NAME}` added");
+            format!("MCP server `{SERVER_NAME}` added")
         }
-    }
+    };
     Ok(Change {
         path: path.to_owned(),
         content: Some(with_newline(root.to_string())),

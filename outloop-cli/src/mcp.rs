@@ -16,6 +16,14 @@
 //! `outloop call --json` prints (`action`, `tenant`, `status`, `headers`, `body`,
 //! `redactions`), already redacted.
 //!
+//! One more tool, `request`, is listed when the tenant may use at least one alias: an HTTP
+//! request through an alias (`[aliases.<name>]`, a pinned upstream) with the arguments `alias`
+//! (one of the allowed aliases), `method`, `path` (below the alias's base URL), `query` (raw,
+//! without `?`) and `body` (text, or any JSON value, which is sent as JSON). The alias's own
+//! `allow = ["METHOD /glob"]` rules and policy on `alias:<name>` decide
+//! ([`Broker::request`]); the result has the same shape, with `action` = `alias:<name>`. An
+//! action named `request` gets no tool while this tool is listed.
+//!
 //! Denials and every other failure are tool results with `isError: true` whose text names the
 //! error kind, says why, and says what the human can do. A request that policy holds for
 //! approval returns at once as an error naming the approval id (`outloop approve <id>`, run by
@@ -51,7 +59,7 @@ use std::time::Duration;
 
 use outloop_core::action::RawParams;
 use outloop_core::approval::Approval;
-use outloop_core::broker::{ActionInfo, Broker, CallRequest, CallResult};
+use outloop_core::broker::{ActionInfo, AliasRequest, Broker, CallRequest, CallResult};
 use outloop_core::config::{HostConfig, Paths};
 use outloop_core::{Error, ErrorKind, Result};
 use rmcp::model::{
@@ -106,13 +114,64 @@ pub fn action_name(tool: &str) -> Option<String> {
     (tool_name(&action).as_deref() == Some(tool)).then_some(action)
 }
 
-/// The MCP tools for a workspace's actions: name, description and input schema.
+/// The name of the alias-request tool.
+pub const REQUEST_TOOL: &str = "request";
+
+/// The HTTP methods an alias request may use (as [`outloop_core::broker::AliasRequest`]).
+const ALIAS_METHODS: [&str; 6] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"];
+
+/// The `request` tool for the allowed aliases: `(name, description, allow rules)` each.
+fn request_tool(aliases: &[(String, String, Vec<String>)]) -> Tool {
+    let mut description = String::from(
+        "Send an HTTP request through an alias, a pinned upstream whose credential Outloop applies host-side; the result is the redacted response. Aliases:",
+    );
+    for (name, desc, allow) in aliases {
+        description.push_str(&format!("\n- {name}"));
+        if !desc.is_empty() {
+            description.push_str(&format!(": {desc}"));
+        }
+        if !allow.is_empty() {
+            description.push_str(&format!(" (allowed: {})", allow.join(", ")));
+        }
+    }
+    let names: Vec<&str> = aliases.iter().map(|(n, _, _)| n.as_str()).collect();
+    let schema = serde_json::json!({
+        "type": "object",
+        "properties": {
+            "alias": { "type": "string", "enum": names, "description": "The alias to send through." },
+            "method": { "type": "string", "enum": ALIAS_METHODS, "description": "The HTTP method." },
+            "path": { "type": "string", "pattern": "^/", "maxLength": 2048, "description": "The path below the alias's base URL, starting with `/`." },
+            "query": { "type": "string", "maxLength": 4096, "description": "The raw query string, without `?`." },
+            "body": { "type": ["string", "object", "array"], "description": "The request body: text, or a JSON value sent as application/json." }
+        },
+        "required": ["alias", "method", "path"],
+        "additionalProperties": false,
+    });
+    let serde_json::Value::Object(schema) = schema else {
+        unreachable!("json! of an object literal is an object")
+    };
+    Tool::new(REQUEST_TOOL, description, Arc::new(schema))
+}
+
+/// The MCP tools for a workspace's actions and aliases: name, description and input schema.
 ///
-/// Aliases and actions without a reversible tool name are left out; the second vector holds
-/// one line per action left out, for stderr.
-pub fn tools_from(list: &[ActionInfo]) -> (Vec<Tool>, Vec<String>) {
+/// `allow_rules` gives an alias's `allow` rules for the `request` tool's description. Actions
+/// without a reversible tool name (and an action named `request` while the `request` tool is
+/// listed) are left out; the second vector holds one line per action left out, for stderr.
+pub fn tools_from(
+    list: &[ActionInfo],
+    allow_rules: impl Fn(&str) -> Vec<String>,
+) -> (Vec<Tool>, Vec<String>) {
     let mut tools = Vec::new();
     let mut skipped = Vec::new();
+    let aliases: Vec<(String, String, Vec<String>)> = list
+        .iter()
+        .filter(|a| a.kind == "alias")
+        .filter_map(|a| {
+            let name = a.name.strip_prefix("alias:")?;
+            Some((name.to_owned(), a.description.clone(), allow_rules(name)))
+        })
+        .collect();
     for a in list.iter().filter(|a| a.kind == "action") {
         let Some(name) = tool_name(&a.name) else {
             skipped.push(format!(
@@ -121,6 +180,13 @@ pub fn tools_from(list: &[ActionInfo]) -> (Vec<Tool>, Vec<String>) {
             ));
             continue;
         };
+        if name == REQUEST_TOOL && !aliases.is_empty() {
+            skipped.push(format!(
+                "action `{}` gets no MCP tool: `{REQUEST_TOOL}` is the alias-request tool",
+                a.name
+            ));
+            continue;
+        }
         let mut description = if a.description.is_empty() {
             format!("Outloop action `{}`.", a.name)
         } else {
@@ -141,7 +207,47 @@ pub fn tools_from(list: &[ActionInfo]) -> (Vec<Tool>, Vec<String>) {
         };
         tools.push(Tool::new(name, description, Arc::new(schema)));
     }
+    if !aliases.is_empty() {
+        tools.push(request_tool(&aliases));
+    }
     (tools, skipped)
+}
+
+/// Reads the `request` tool's arguments into an alias request for `workspace`.
+fn alias_request(workspace: &Path, args: &JsonObject) -> std::result::Result<AliasRequest, String> {
+    let text = |key: &str| match args.get(key) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(format!("argument `{key}` must be a string")),
+    };
+    if let Some(k) = args
+        .keys()
+        .find(|k| !["alias", "method", "path", "query", "body"].contains(&k.as_str()))
+    {
+        return Err(format!(
+            "unknown argument `{k}`; the arguments are alias, method, path, query, body"
+        ));
+    }
+    let need = |key: &str| text(key)?.ok_or_else(|| format!("argument `{key}` is required"));
+    let mut headers = Vec::new();
+    let body = match args.get("body") {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(serde_json::Value::String(s)) => s.clone().into_bytes(),
+        Some(v) => {
+            headers.push(("Content-Type".to_owned(), "application/json".to_owned()));
+            v.to_string().into_bytes()
+        }
+    };
+    Ok(AliasRequest {
+        workspace: workspace.to_path_buf(),
+        tenant: None,
+        alias: need("alias")?,
+        method: need("method")?,
+        path: need("path")?,
+        query: text("query")?,
+        headers,
+        body,
+    })
 }
 
 /// What the human can do about an error, by its exit-code group.
@@ -246,11 +352,24 @@ impl State {
         Arc::clone(&self.broker.read().unwrap_or_else(|p| p.into_inner()))
     }
 
+    /// The tools for the workspace's actions and aliases from `list`.
+    fn tools_of(broker: &Broker, list: &[ActionInfo]) -> (Vec<Tool>, Vec<String>) {
+        tools_from(list, |alias| {
+            broker
+                .config()
+                .aliases
+                .get(alias)
+                .map(|a| a.allow.clone())
+                .unwrap_or_default()
+        })
+    }
+
     /// The tools for the workspace now, and the lines about actions left out. An unbound
     /// workspace has no tools.
     fn tools(&self) -> Result<(Vec<Tool>, Vec<String>)> {
-        match self.broker().actions_for(&self.dir) {
-            Ok((_, list)) => Ok(tools_from(&list)),
+        let broker = self.broker();
+        match broker.actions_for(&self.dir) {
+            Ok((_, list)) => Ok(Self::tools_of(&broker, &list)),
             Err(e) if e.kind() == ErrorKind::UnboundWorkspace => Ok((Vec::new(), Vec::new())),
             Err(e) => Err(e),
         }
@@ -258,9 +377,10 @@ impl State {
 
     /// Logs where the server stands: the workspace, its tenant and the tool count.
     fn log_tools(&self) {
-        match self.broker().actions_for(&self.dir) {
+        let broker = self.broker();
+        match broker.actions_for(&self.dir) {
             Ok((ws, list)) => {
-                let (tools, skipped) = tools_from(&list);
+                let (tools, skipped) = Self::tools_of(&broker, &list);
                 for s in skipped {
                     errln!("outloop mcp: {s}");
                 }
@@ -277,36 +397,99 @@ impl State {
     }
 
     async fn call(&self, tool: &str, args: JsonObject) -> CallToolResult {
+        // Keys are sorted (serde_json's map is ordered): a stable key for the same arguments.
+        let key = format!("{tool}\n{}", serde_json::Value::Object(args.clone()));
+        if tool == REQUEST_TOOL {
+            return self.alias_call(key, args).await;
+        }
         let Some(action) = action_name(tool) else {
             return error_result(format!("unknown_action: no tool `{tool}` (see tools/list)"));
         };
-        let key = format!(
-            "{tool}\n{}",
-            serde_json::Value::Object(args.clone()) // keys are sorted: a stable key
-        );
         if let Some(result) = self.take_pending(&key, &action).await {
             return result;
         }
         let broker = self.broker();
         let params: RawParams = args.into_iter().collect();
+        // Only a request policy holds takes the approval path; every request, denied ones
+        // included, goes through the broker so it is audited.
+        let held = broker
+            .explain(&self.dir, &action, &params)
+            .is_ok_and(|e| e.decision == "approve");
         let request = CallRequest {
             workspace: self.dir.clone(),
             tenant: None,
             action: action.clone(),
             params,
         };
-        // Only a request policy holds takes the approval path; every request, denied ones
-        // included, goes through `Broker::call` so it is audited.
+        self.run(
+            key,
+            &action,
+            held,
+            async move { broker.call(request).await },
+        )
+        .await
+    }
+
+    /// The `request` tool: one request through an alias.
+    async fn alias_call(&self, key: String, args: JsonObject) -> CallToolResult {
+        let label = args
+            .get("alias")
+            .and_then(|a| a.as_str())
+            .map(|a| format!("alias:{a}"))
+            .unwrap_or_else(|| "alias:<name>".into());
+        if let Some(result) = self.take_pending(&key, &label).await {
+            return result;
+        }
+        let request = match alias_request(&self.dir, &args) {
+            Ok(r) => r,
+            Err(msg) => {
+                return render(Err(Error::new(ErrorKind::InvalidParameter, msg)), &label);
+            }
+        };
+        let broker = self.broker();
         let held = broker
-            .explain(&self.dir, &action, &request.params)
+            .explain_request(
+                &self.dir,
+                &label,
+                &RawParams::new(),
+                Some((&request.method, &request.path)),
+            )
             .is_ok_and(|e| e.decision == "approve");
+        // For the hint: `outloop policy explain alias:<name> --method M --path P`.
+        let label = format!(
+            "alias:{} --method {} --path {}",
+            request.alias, request.method, request.path
+        );
+        let fut = async move {
+            let alias = request.alias.clone();
+            let tenant =
+                outloop_core::workspace::resolve(broker.config(), &request.workspace)?.tenant;
+            broker
+                .request(request)
+                .await?
+                .collect(&alias, &tenant)
+                .await
+        };
+        self.run(key, &label, held, fut).await
+    }
+
+    /// Runs one call. A call policy holds (`held`) runs in the background: when the broker
+    /// reports the hold, the approval id goes back at once as an error result and the call
+    /// waits for the human there; a repeated call with the same `key` picks up its result.
+    async fn run(
+        &self,
+        key: String,
+        label: &str,
+        held: bool,
+        fut: impl std::future::Future<Output = Result<CallResult>> + Send + 'static,
+    ) -> CallToolResult {
         if !held {
-            return render(broker.call(request).await, &action);
+            return render(fut.await, label);
         }
         let _gate = self.hold_gate.lock().await;
         let (tx, rx) = tokio::sync::oneshot::channel();
         *lock(&self.slot) = Some(tx);
-        let mut task = tokio::spawn(async move { broker.call(request).await });
+        let mut task = tokio::spawn(fut);
         let outcome = tokio::select! {
             approval = rx => approval.ok(),
             _ = &mut task => None,
@@ -324,7 +507,7 @@ impl State {
                 error_result(text)
             }
             None => match task.await {
-                Ok(r) => render(r, &action),
+                Ok(r) => render(r, label),
                 Err(e) => error_result(format!("internal: the call failed: {e}")),
             },
         }
@@ -645,7 +828,7 @@ approve = ["hubspot.mail.send"]
 "#,
         );
         let (_, list) = broker.actions_for(&ws).unwrap();
-        let (tools, skipped) = tools_from(&list);
+        let (tools, skipped) = tools_from(&list, |_| Vec::new());
         let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
         // Denied actions have no tool; the unmappable name is reported, not listed.
         assert_eq!(names, ["hubspot__contacts__list", "hubspot__mail__send"]);
@@ -677,6 +860,95 @@ approve = ["hubspot.mail.send"]
             serde_json::Value::Object((*send.input_schema).clone())["properties"],
             serde_json::json!({})
         );
+    }
+
+    #[test]
+    fn the_request_tool_lists_allowed_aliases_and_their_rules() {
+        let info = |name: &str, kind: &str| ActionInfo {
+            name: name.into(),
+            kind: kind.into(),
+            description: if kind == "alias" {
+                "HubSpot CRM".into()
+            } else {
+                String::new()
+            },
+            decision: "allow".into(),
+            params: serde_json::json!({"type": "object", "properties": {}}),
+        };
+        let list = [
+            info("request", "action"),
+            info("alias:hubspot", "alias"),
+            info("alias:stripe", "alias"),
+        ];
+        let (tools, skipped) = tools_from(&list, |a| {
+            if a == "hubspot" {
+                vec!["GET /crm/v3/**".into()]
+            } else {
+                vec![]
+            }
+        });
+        let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+        assert_eq!(names, ["request"]);
+        assert_eq!(skipped.len(), 1, "{skipped:?}");
+        assert!(skipped[0].contains("alias-request tool"), "{skipped:?}");
+        let t = &tools[0];
+        let d = t.description.as_deref().unwrap();
+        assert!(
+            d.contains("- hubspot: HubSpot CRM (allowed: GET /crm/v3/**)"),
+            "{d}"
+        );
+        let schema = serde_json::Value::Object((*t.input_schema).clone());
+        assert_eq!(
+            schema["properties"]["alias"]["enum"],
+            serde_json::json!(["hubspot", "stripe"])
+        );
+        assert_eq!(
+            schema["required"],
+            serde_json::json!(["alias", "method", "path"])
+        );
+        // Without aliases there is no request tool, and an action may be called `request`.
+        let (tools, skipped) = tools_from(&list[..1], |_| vec![]);
+        assert_eq!(tools.len(), 1);
+        assert_eq!(
+            tools[0].description.as_deref(),
+            Some("Outloop action `request`.")
+        );
+        assert!(skipped.is_empty());
+    }
+
+    #[test]
+    fn request_arguments_are_checked_by_name() {
+        let args = |v: serde_json::Value| v.as_object().unwrap().clone();
+        let r = alias_request(
+            Path::new("/w"),
+            &args(
+                serde_json::json!({"alias": "a", "method": "POST", "path": "/x", "body": {"k": 1}}),
+            ),
+        )
+        .unwrap();
+        assert_eq!(r.body, br#"{"k":1}"#);
+        assert_eq!(
+            r.headers,
+            [("Content-Type".to_owned(), "application/json".to_owned())]
+        );
+        let e = alias_request(
+            Path::new("/w"),
+            &args(serde_json::json!({"alias": "a", "method": "GET"})),
+        )
+        .unwrap_err();
+        assert_eq!(e, "argument `path` is required");
+        let e = alias_request(
+            Path::new("/w"),
+            &args(serde_json::json!({"alias": "a", "method": "GET", "path": "/", "headers": {}})),
+        )
+        .unwrap_err();
+        assert!(e.starts_with("unknown argument `headers`"), "{e}");
+        let e = alias_request(
+            Path::new("/w"),
+            &args(serde_json::json!({"alias": 3, "method": "GET", "path": "/"})),
+        )
+        .unwrap_err();
+        assert_eq!(e, "argument `alias` must be a string");
     }
 
     #[test]

@@ -167,6 +167,35 @@ async def run_checks(session, changes, errlog):
     check(not r.is_error, "the approved call returns its result")
     check("[REDACTED:key]" in json.loads(body)["body"], "the approved result is redacted")
 
+    # The `request` tool sends through the aliases the tenant may use.
+    req = tools["request"]
+    check(req.input_schema["properties"]["alias"]["enum"] == ["bin"], "request lists only allowed aliases")
+    check(req.input_schema["required"] == ["alias", "method", "path"], "request needs alias, method, path")
+    check("GET /bearer" in req.description, "request's description shows the alias rules")
+    r = await session.call_tool("request", {"alias": "bin", "method": "GET", "path": "/bearer"})
+    body = text_of(r)
+    check(not r.is_error, "an alias request runs")
+    obj = json.loads(body)
+    check(obj["action"] == "alias:bin" and obj["status"] == 200, "alias result names alias:bin")
+    check("[REDACTED:echo]" in obj["body"], "the alias response is redacted")
+    r = await session.call_tool(
+        "request",
+        {"alias": "bin", "method": "POST", "path": "/anything/x", "query": "a=1", "body": {"n": 7}},
+    )
+    body = text_of(r)
+    check(not r.is_error, "an alias POST with a JSON body runs")
+    echoed = json.loads(json.loads(body)["body"])
+    check(echoed["json"] == {"n": 7} and echoed["args"] == {"a": "1"}, "body and query reach the upstream")
+    r = await session.call_tool("request", {"alias": "bin", "method": "DELETE", "path": "/anything/x"})
+    body = text_of(r)
+    check(r.is_error and body.startswith("policy_denied:"), "a method the alias does not allow is denied")
+    r = await session.call_tool("request", {"alias": "other", "method": "GET", "path": "/get"})
+    body = text_of(r)
+    check(r.is_error and body.startswith("policy_denied:"), "an alias the tenant may not use is denied")
+    r = await session.call_tool("request", {"alias": "bin", "method": "GET"})
+    body = text_of(r)
+    check(r.is_error and "`path` is required" in body, "a missing path is refused")
+
     # A config edit changes the tools: wait for notifications/tools/list_changed.
     with open(CONFIG, encoding="utf-8") as f:
         good = f.read()

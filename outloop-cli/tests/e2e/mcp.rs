@@ -48,8 +48,21 @@ method = "GET"
 url = "{h}/status/{{code}}"
 params.code = {{ type = "integer", min = 100, max = 599 }}
 
+[aliases.bin]
+description = "httpbin itself"
+credential = "echo"
+base_url = "{h}"
+auth = {{ type = "bearer" }}
+allow = ["GET /bearer", "GET /anything/**", "POST /anything/**"]
+
+[aliases.other]
+credential = "echo"
+base_url = "{h}"
+auth = {{ type = "bearer" }}
+allow = ["GET /**"]
+
 [policy.tenants.acme]
-allow = ["echo.*"]
+allow = ["echo.*", "alias:bin"]
 deny = ["echo.status"]
 approve = ["echo.headers"]
 "#
@@ -97,8 +110,14 @@ fn python_sdk_lists_calls_is_denied_approves_and_sees_reloads() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     env.seen.lock().unwrap().extend_from_slice(&out.stdout);
     env.seen.lock().unwrap().extend_from_slice(&out.stderr);
-    // Shown with `--nocapture`: the client's checks, every tool result and the server's stderr.
-    println!("{stdout}");
+    // First the leak check, so no message below can show a secret.
+    env.assert_no_leak();
+    // Shown with `--nocapture`: the client's checks, every tool result and the server's stderr
+    // (already checked for leaks below, with everything else this test saw).
+    #[allow(clippy::print_stdout)]
+    {
+        println!("{stdout}");
+    }
     assert!(
         out.status.success() && stdout.contains("mcp client: all checks passed"),
         "the MCP client failed:\n{stdout}\n{stderr}"
