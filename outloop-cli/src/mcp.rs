@@ -626,8 +626,9 @@ fn fingerprint(paths: &Paths) -> Vec<Stamp> {
 
 /// Watches the config; on a change rebuilds the broker and tells the client when the tools
 /// changed.
-async fn watch(state: Arc<State>, peer: Peer<RoleServer>) {
-    let mut last = fingerprint(&state.paths);
+/// `last` is the fingerprint taken before the running broker was built, so a change made
+/// while it was being built is not missed.
+async fn watch(state: Arc<State>, peer: Peer<RoleServer>, mut last: Vec<Stamp>) {
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -688,6 +689,7 @@ pub async fn run(paths: Paths, workspace: Option<PathBuf>) -> Result<u8> {
         }
     };
     let slot: HoldSlot = Arc::default();
+    let seen = fingerprint(&paths);
     let broker = build_broker(&paths, &slot)?;
     let state = Arc::new(State {
         paths,
@@ -705,7 +707,7 @@ pub async fn run(paths: Paths, workspace: Option<PathBuf>) -> Result<u8> {
         .serve(rmcp::transport::stdio())
         .await
         .map_err(|e| Error::new(ErrorKind::Io, format!("MCP handshake failed: {e}")))?;
-    let watcher = tokio::spawn(watch(state, running.peer().clone()));
+    let watcher = tokio::spawn(watch(state, running.peer().clone(), seen));
     let quit = running.waiting().await;
     watcher.abort();
     if let Err(e) = quit {
