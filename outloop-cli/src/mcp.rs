@@ -44,7 +44,9 @@
 //!
 //! The server polls the host config file and the files its `include` globs match every
 //! [`POLL_INTERVAL`] (modification time, size and inode). On a change it loads the config and
-//! builds a new broker; when the tool list differs it sends `notifications/tools/list_changed`.
+//! builds a new broker; when the tool list differs it sends `notifications/tools/list_changed`
+//! (in the session for clients that connected with `initialize`, and on every
+//! `subscriptions/listen` stream that asked for tool changes, for protocol 2026-07-28).
 //! A config that does not load keeps the previous broker and logs one line on stderr. Polling
 //! is chosen over file-system events (the `notify` crate): the config is a handful of small
 //! files, a few `stat` calls twice a second cost nothing, editors that save by renaming a new
@@ -62,11 +64,12 @@ use outloop_core::approval::Approval;
 use outloop_core::broker::{ActionInfo, AliasRequest, Broker, CallRequest, CallResult};
 use outloop_core::config::{HostConfig, Paths};
 use outloop_core::{Error, ErrorKind, Result};
+use rmcp::model::SubscriptionFilter;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
     JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
 };
-use rmcp::service::RequestContext;
+use rmcp::service::{RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, Peer, RoleServer, ServerHandler, ServiceExt};
 
 /// How often the host config files are checked for changes.
@@ -345,6 +348,8 @@ struct State {
     slot: HoldSlot,
     hold_gate: tokio::sync::Mutex<()>,
     pending: Mutex<HashMap<String, Pending>>,
+    /// Fires when the tool list changed, for `subscriptions/listen` streams.
+    changed: tokio::sync::broadcast::Sender<()>,
 }
 
 impl State {
@@ -574,6 +579,36 @@ impl ServerHandler for Server {
         })
     }
 
+    /// Accepts `subscriptions/listen` for tool list changes (protocol 2026-07-28); rmcp
+    /// intersects this with what was requested and advertised.
+    fn accepted_subscription_filter(
+        &self,
+        _requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        let mut accepted = SubscriptionFilter::new();
+        accepted.tools_list_changed = Some(true);
+        Some(accepted)
+    }
+
+    /// Sends `notifications/tools/list_changed` on the stream each time a config reload
+    /// changed the tools, until the client cancels it.
+    async fn listen(&self, context: SubscriptionContext) -> std::result::Result<(), ErrorData> {
+        let mut changed = self.state.changed.subscribe();
+        loop {
+            tokio::select! {
+                () = context.cancelled() => return Ok(()),
+                r = changed.recv() => match r {
+                    Ok(()) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        if context.sink().notify_tool_list_changed().await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+                },
+            }
+        }
+    }
+
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
@@ -654,9 +689,11 @@ async fn watch(state: Arc<State>, peer: Peer<RoleServer>, mut last: Vec<Stamp>) 
         errln!("outloop mcp: config reloaded");
         if before != after {
             state.log_tools();
+            // Sessions opened with `initialize` get the notification directly; 2026-07-28
+            // sessions get it on their `subscriptions/listen` streams.
+            let _ = state.changed.send(());
             if let Err(e) = peer.notify_tool_list_changed().await {
                 errln!("outloop mcp: cannot send tools/list_changed: {e}");
-                return;
             }
         }
     }
@@ -698,6 +735,7 @@ pub async fn run(paths: Paths, workspace: Option<PathBuf>) -> Result<u8> {
         slot,
         hold_gate: tokio::sync::Mutex::new(()),
         pending: Mutex::new(HashMap::new()),
+        changed: tokio::sync::broadcast::channel(16).0,
     });
     state.log_tools();
     let server = Server {

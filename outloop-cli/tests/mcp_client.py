@@ -23,6 +23,7 @@ import tempfile
 
 import anyio
 import mcp_types as types
+from mcp.client import Client
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
@@ -72,9 +73,12 @@ async def main():
     )
     try:
         with anyio.fail_after(GUARD_SECS * 3):
+            # Protocol up to 2025-11-25: the initialize handshake, notifications in-session.
             async with stdio_client(params, errlog=errlog) as (read, write):
                 async with ClientSession(read, write, message_handler=on_message) as session:
                     await run_checks(session, changes, errlog)
+            # Protocol 2026-07-28: discover, then tools/list_changed on subscriptions/listen.
+            await modern_checks(params)
     finally:
         errlog.seek(0)
         print("--- server stderr ---", flush=True)
@@ -238,6 +242,32 @@ async def run_checks(session, changes, errlog):
     text_of(r)
     check(r.is_error, "an unknown tool is an error result")
     print("mcp client: all checks passed", flush=True)
+
+
+async def modern_checks(params):
+    async with Client(params) as client:
+        check(client.session.discover_result is not None, "a 2026-07-28 client connects by discover")
+        r = await client.call_tool("echo__bearer", {})
+        body = text_of(r)
+        check(not r.is_error and "[REDACTED:echo]" in body, "a 2026-07-28 call is redacted")
+        with open(CONFIG, encoding="utf-8") as f:
+            good = f.read()
+        async with client.listen(tools_list_changed=True) as sub:
+            check(sub.honored.tools_list_changed, "subscriptions/listen accepts tools_list_changed")
+            with open(CONFIG, "a", encoding="utf-8") as f:
+                f.write(
+                    '\n[actions."echo.ip"]\nmethod = "GET"\n'
+                    f'url = "{os.environ["OUTLOOP_TEST_HTTPBIN"]}/ip"\n'
+                )
+            with anyio.fail_after(GUARD_SECS):
+                async for event in sub:
+                    print("event:", event, flush=True)
+                    break
+        tools = {t.name for t in (await client.list_tools()).tools}
+        check("echo__ip" in tools, "the listen stream announced the new tool")
+        with open(CONFIG, "w", encoding="utf-8") as f:
+            f.write(good)
+    print("mcp client (2026-07-28): all checks passed", flush=True)
 
 
 if __name__ == "__main__":

@@ -119,7 +119,9 @@ fn python_sdk_lists_calls_is_denied_approves_and_sees_reloads() {
         println!("{stdout}");
     }
     assert!(
-        out.status.success() && stdout.contains("mcp client: all checks passed"),
+        out.status.success()
+            && stdout.contains("mcp client: all checks passed")
+            && stdout.contains("mcp client (2026-07-28): all checks passed"),
         "the MCP client failed:\n{stdout}\n{stderr}"
     );
     // The server's stderr (printed by the client) logged the reload and the refused config.
