@@ -34,8 +34,9 @@ impl Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create the host config and the embedded vault if missing.
-    Init,
+    /// Create the host config and the embedded vault if missing; with `--agent`, set up an AI
+    /// agent's MCP entry and file rules for a workspace instead.
+    Init(InitArgs),
     /// Manage tenants (client accounts).
     Tenant {
         /// The tenant command.
@@ -91,6 +92,24 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// MCP server on stdio for the workspace it starts in (started by the agent).
+    Mcp {
+        /// Serve this workspace directory instead of the current one.
+        #[arg(long)]
+        workspace: Option<PathBuf>,
+    },
+}
+
+/// `outloop init …`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Write this agent's MCP server entry and file rules for the workspace
+    /// (`claude-code`, `cursor` or `codex`) instead of creating the host config.
+    #[arg(long, value_enum)]
+    pub agent: Option<crate::agent_setup::Agent>,
+    /// With `--agent`: the workspace directory (default: the current one).
+    #[arg(long, requires = "agent")]
+    pub workspace: Option<PathBuf>,
 }
 
 /// `outloop tenant …`.

@@ -24,7 +24,10 @@ const MAX_SECRET_BYTES: usize = 64 * 1024;
 pub async fn run(cli: Cli) -> Result<u8> {
     let paths = Paths::from_env()?;
     match cli.command {
-        Command::Init => init(&paths),
+        Command::Init(args) => match args.agent {
+            Some(agent) => crate::agent_setup::run(agent, args.workspace.as_deref()),
+            None => init(&paths),
+        },
         Command::Tenant { command } => match command {
             TenantCommand::Add { name } => {
                 edit::add_tenant(&paths, &name)?;
@@ -75,6 +78,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Approve { id } => decide(&paths, &id, true),
         Command::Reject { id } => decide(&paths, &id, false),
         Command::Audit { command } => audit(&paths, command),
+        Command::Mcp { workspace } => crate::mcp::run(paths, workspace).await,
     }
 }
 

@@ -28,9 +28,11 @@ macro_rules! errln {
     }};
 }
 
+mod agent_setup;
 mod cli;
 mod commands;
 mod edit;
+mod mcp;
 mod policy_test;
 
 use std::process::ExitCode;

@@ -45,6 +45,10 @@ pub struct AuditRecord {
     pub duration_ms: u64,
     /// How many secret occurrences were replaced in the response.
     pub redactions: usize,
+    /// For an alias request, its method and path (`GET /crm/v3/objects`); never the query or
+    /// the body. Absent for actions (and from records written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
     /// SHA-256 (lower-case hex) of the previous line's bytes, without its newline.
     pub prev: String,
 }
@@ -286,6 +290,7 @@ mod tests {
             status: Some(200),
             duration_ms: 1,
             redactions: 0,
+            request: None,
             prev: String::new(),
         }
     }

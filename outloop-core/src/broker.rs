@@ -28,6 +28,10 @@ use crate::reference::{BackendKind, SecretRef};
 use crate::secret::SecretValue;
 use crate::workspace::{self, Workspace};
 
+mod alias;
+
+pub use alias::{AliasBody, AliasRequest, AliasResponse};
+
 /// One request to perform an action.
 #[derive(Debug, Clone, Default)]
 pub struct CallRequest {
@@ -241,6 +245,7 @@ impl Attempt {
                 status: None,
                 duration_ms: 0,
                 redactions: 0,
+                request: None,
                 prev: String::new(),
             },
         }
@@ -515,6 +520,21 @@ impl Broker {
         verdict: &Verdict,
         attempt: &mut Attempt,
     ) -> Result<()> {
+        self.hold(ws, action.name(), action.method(), params, verdict, attempt)
+            .await
+    }
+
+    /// As [`Broker::hold_for_approval`], for a target named `name` (an action or
+    /// `alias:<name>`) sent with `method`.
+    async fn hold(
+        &self,
+        ws: &Workspace,
+        name: &str,
+        method: &str,
+        params: &Params,
+        verdict: &Verdict,
+        attempt: &mut Attempt,
+    ) -> Result<()> {
         let timeout = self
             .config
             .policy
@@ -529,8 +549,8 @@ impl Broker {
             expires: now.saturating_add(i64::try_from(timeout).unwrap_or(i64::MAX)),
             workspace: ws.root.display().to_string(),
             tenant: ws.tenant.clone(),
-            action: action.name().to_owned(),
-            method: action.method().to_owned(),
+            action: name.to_owned(),
+            method: method.to_owned(),
             params: params.to_json(),
             rule: verdict.rule.clone(),
             state: ApprovalState::Pending,
@@ -652,15 +672,39 @@ impl Broker {
     }
 
     async fn resolve_credentials(&self, tenant: &str, action: &dyn Action) -> Result<Credentials> {
+        let auth = self
+            .config
+            .actions
+            .get(action.name())
+            .and_then(|a| a.auth.clone())
+            .unwrap_or(AuthConfig::Bearer);
+        self.resolve_named(
+            tenant,
+            &action.credentials(),
+            &format!("action `{}`", action.name()),
+            auth,
+        )
+        .await
+    }
+
+    /// Resolves credentials `names` for `tenant`; `owner` (e.g. ``action `x` ``) names who
+    /// needs them in errors, `auth` is how a pinned credential is applied to its pin check.
+    async fn resolve_named(
+        &self,
+        tenant: &str,
+        names: &[String],
+        owner: &str,
+        auth: AuthConfig,
+    ) -> Result<Credentials> {
         let tenant_cfg = self.config.tenant(tenant).ok_or_else(|| {
             Error::internal(format!("tenant `{tenant}` vanished from the config"))
         })?;
         let mut out = Credentials::new();
-        for name in action.credentials() {
+        for name in names {
+            let name = name.clone();
             let entry = tenant_cfg.credentials.get(&name).ok_or_else(|| {
                 Error::config(format!(
-                    "tenant `{tenant}` has no credential `{name}` (needed by action `{}`); add it under [tenants.{tenant}.credentials]",
-                    action.name()
+                    "tenant `{tenant}` has no credential `{name}` (needed by {owner}); add it under [tenants.{tenant}.credentials]"
                 ))
             })?;
             if entry.pin.is_some()
@@ -680,13 +724,8 @@ impl Broker {
                 .await
                 .map_err(|e| e.context(format!("credential `{name}` of tenant `{tenant}`")))?;
             if let Some(pin) = &entry.pin {
-                let auth = self
-                    .config
-                    .actions
-                    .get(action.name())
-                    .and_then(|a| a.auth.clone())
-                    .unwrap_or(AuthConfig::Bearer);
-                self.check_pin(tenant, &name, &value, pin, auth).await?;
+                self.check_pin(tenant, &name, &value, pin, auth.clone())
+                    .await?;
             }
             out.insert(name, value);
         }

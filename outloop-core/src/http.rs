@@ -19,6 +19,7 @@
 //! line (`gzip`, `x-gzip`, `deflate`, `br`, `identity`) is undone in reverse order, so a body
 //! encoded several times is decoded in full before redaction; any other coding is refused.
 
+mod alias;
 mod egress;
 mod params;
 mod template;
@@ -50,6 +51,8 @@ use crate::config::{
 use crate::error::{Error, ErrorKind, Result};
 use crate::secret::SecretValue;
 
+pub use alias::{ALIAS_METHODS, check_method, check_path, check_query, is_dropped_request_header};
+pub(crate) use alias::{HttpAlias, Outgoing};
 pub use egress::is_restricted;
 pub use params::{DEFAULT_MAX_LENGTH, validate_params};
 
@@ -122,6 +125,40 @@ enum Auth {
     Header { name: HeaderName, format: String },
     Basic { username: String },
     Query { name: String },
+}
+
+/// Parses an `auth` table once: the header name checked, the format defaulted and checked.
+/// The error text names the `auth.*` key at fault.
+fn compile_auth(a: &AuthConfig) -> std::result::Result<Auth, String> {
+    Ok(match a {
+        AuthConfig::Bearer => Auth::Bearer,
+        AuthConfig::Header { name: h, format } => {
+            let header = HeaderName::from_bytes(h.as_bytes())
+                .map_err(|_| format!("auth.name: `{h}` is not a valid header name"))?;
+            let format = format.clone().unwrap_or_else(|| "{secret}".to_owned());
+            if !format.contains("{secret}") {
+                return Err("auth.format must contain `{secret}`".into());
+            }
+            Auth::Header {
+                name: header,
+                format,
+            }
+        }
+        AuthConfig::Basic { username } => {
+            if username.contains(':') {
+                return Err("auth.username must not contain `:`".into());
+            }
+            Auth::Basic {
+                username: username.clone(),
+            }
+        }
+        AuthConfig::Query { name: q } => {
+            if q.is_empty() {
+                return Err("auth.name must not be empty".into());
+            }
+            Auth::Query { name: q.clone() }
+        }
+    })
 }
 
 /// One compiled HTTP action: the pinned URL, templates, parameter rules and credential
@@ -231,36 +268,7 @@ impl HttpAction {
             (Some(_), None) => return Err(cfg_err("`auth` is required with `credential`".into())),
             (None, Some(_)) => return Err(cfg_err("`credential` is required with `auth`".into())),
             (None, None) => None,
-            (Some(_), Some(a)) => Some(match a {
-                AuthConfig::Bearer => Auth::Bearer,
-                AuthConfig::Header { name: h, format } => {
-                    let header = HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
-                        cfg_err(format!("auth.name: `{h}` is not a valid header name"))
-                    })?;
-                    let format = format.clone().unwrap_or_else(|| "{secret}".to_owned());
-                    if !format.contains("{secret}") {
-                        return Err(cfg_err("auth.format must contain `{secret}`".into()));
-                    }
-                    Auth::Header {
-                        name: header,
-                        format,
-                    }
-                }
-                AuthConfig::Basic { username } => {
-                    if username.contains(':') {
-                        return Err(cfg_err("auth.username must not contain `:`".into()));
-                    }
-                    Auth::Basic {
-                        username: username.clone(),
-                    }
-                }
-                AuthConfig::Query { name: q } => {
-                    if q.is_empty() {
-                        return Err(cfg_err("auth.name must not be empty".into()));
-                    }
-                    Auth::Query { name: q.clone() }
-                }
-            }),
+            (Some(_), Some(a)) => Some(compile_auth(a).map_err(cfg_err)?),
         };
 
         let timeout_secs = config.timeout_secs.unwrap_or(DEFAULT_TIMEOUT_SECS);
@@ -337,49 +345,14 @@ impl HttpAction {
             }
         }
         if let (Some(auth), Some(secret)) = (&self.auth, secret) {
-            let bytes = secret.expose_secret();
-            let sensitive = |mut v: Vec<u8>| {
-                let r = HeaderValue::from_bytes(&v).map(|mut h| {
-                    h.set_sensitive(true);
-                    h
-                });
-                zeroize::Zeroize::zeroize(&mut v);
-                r.map_err(|_| {
-                    Error::new(
-                        ErrorKind::InvalidSecret,
-                        format!(
-                            "credential `{}` of action `{}` cannot be sent in a header: it holds bytes a header cannot carry (such as CR, LF or NUL)",
-                            self.credential.as_deref().unwrap_or(""),
-                            self.name
-                        ),
-                    )
-                })
-            };
-            match auth {
-                Auth::Bearer => {
-                    let mut v = b"Bearer ".to_vec();
-                    v.extend_from_slice(bytes);
-                    headers.insert(AUTHORIZATION, sensitive(v)?);
-                }
-                Auth::Header { name, format } => {
-                    let mut v = Vec::new();
-                    for (i, part) in format.split("{secret}").enumerate() {
-                        if i > 0 {
-                            v.extend_from_slice(bytes);
-                        }
-                        v.extend_from_slice(part.as_bytes());
-                    }
-                    headers.insert(name.clone(), sensitive(v)?);
-                }
-                Auth::Basic { username } => {
-                    let mut plain = format!("{username}:").into_bytes();
-                    plain.extend_from_slice(bytes);
-                    let encoded = base64::engine::general_purpose::STANDARD.encode(&plain);
-                    zeroize::Zeroize::zeroize(&mut plain);
-                    headers.insert(AUTHORIZATION, sensitive(format!("Basic {encoded}").into())?);
-                }
-                Auth::Query { name } => set_query_secret(&mut url, name, bytes),
-            }
+            apply_auth(
+                auth,
+                secret,
+                &mut url,
+                &mut headers,
+                self.credential.as_deref().unwrap_or(""),
+                &format!("action `{}`", self.name),
+            )?;
         }
         let mut req = reqwest::Request::new(method.clone(), url);
         *req.headers_mut() = headers;
@@ -427,78 +400,152 @@ impl HttpAction {
         method: &Method,
         secret: Option<&SecretValue>,
     ) -> Result<ActionResponse> {
-        let status = resp.status();
-        let host = authority(resp.url());
-        let is_head = *method == Method::HEAD;
-        let mut codings = Vec::new();
-        if !is_head {
-            for value in resp.headers().get_all(CONTENT_ENCODING) {
-                for token in value.as_bytes().split(|&b| b == b',') {
-                    let token = token.trim_ascii();
-                    if token.is_empty() || token.eq_ignore_ascii_case(b"identity") {
-                        continue;
-                    }
-                    if let Some(c) = Coding::parse(token) {
-                        codings.push(c);
-                    } else {
-                        let shown: String = String::from_utf8_lossy(token)
-                            .chars()
-                            .filter(|c| c.is_ascii_graphic())
-                            .take(40)
-                            .collect();
-                        return Err(Error::new(
-                            ErrorKind::SafetyRefused,
-                            scrub(
-                                format!(
-                                    "response uses content-encoding `{shown}` that outloop cannot decode; refused rather than passed through unread"
-                                ),
-                                secret,
+        into_response(
+            resp,
+            method,
+            secret,
+            self.max_bytes,
+            &format!("action `{}`", self.name),
+            self.timeout,
+        )
+    }
+}
+
+/// Turns an upstream response into an [`ActionResponse`]: refuses a content coding outloop
+/// cannot decode and a declared length over `max_bytes`, decodes the body, and caps the
+/// decoded body at `max_bytes`. `owner` (e.g. ``action `x` ``) names the caller in errors.
+fn into_response(
+    resp: reqwest::Response,
+    method: &Method,
+    secret: Option<&SecretValue>,
+    max_bytes: u64,
+    owner: &str,
+    timeout: Duration,
+) -> Result<ActionResponse> {
+    let status = resp.status();
+    let host = authority(resp.url());
+    let is_head = *method == Method::HEAD;
+    let mut codings = Vec::new();
+    if !is_head {
+        for value in resp.headers().get_all(CONTENT_ENCODING) {
+            for token in value.as_bytes().split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.is_empty() || token.eq_ignore_ascii_case(b"identity") {
+                    continue;
+                }
+                if let Some(c) = Coding::parse(token) {
+                    codings.push(c);
+                } else {
+                    let shown: String = String::from_utf8_lossy(token)
+                        .chars()
+                        .filter(|c| c.is_ascii_graphic())
+                        .take(40)
+                        .collect();
+                    return Err(Error::new(
+                        ErrorKind::SafetyRefused,
+                        scrub(
+                            format!(
+                                "response uses content-encoding `{shown}` that outloop cannot decode; refused rather than passed through unread"
                             ),
-                        ));
-                    }
+                            secret,
+                        ),
+                    ));
                 }
             }
-            let declared = resp
-                .headers()
-                .get(CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok());
-            if let Some(len) = declared.filter(|&len| len > self.max_bytes) {
-                return Err(Error::new(
-                    ErrorKind::SafetyRefused,
-                    format!(
-                        "response body exceeds the {}-byte cap of action `{}` (Content-Length: {len})",
-                        self.max_bytes, self.name
-                    ),
-                ));
-            }
         }
-        let decoded = !codings.is_empty();
-        let headers = resp
+        let declared = resp
             .headers()
-            .iter()
-            // Once decoded, the encoding and the encoded length no longer describe the body.
-            .filter(|(k, _)| !(decoded && (*k == CONTENT_ENCODING || *k == CONTENT_LENGTH)))
-            .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec()))
-            .collect();
-        let body: BodyStream = if is_head {
-            Box::pin(futures_util::stream::empty())
-        } else {
-            Box::pin(CappedBody {
-                inner: decode(resp.bytes_stream(), &codings, host, self.timeout),
-                total: 0,
-                cap: self.max_bytes,
-                action: self.name.clone(),
-                done: false,
-            })
-        };
-        Ok(ActionResponse {
-            status: status.as_u16(),
-            status_text: status.canonical_reason().unwrap_or("").to_owned(),
-            headers,
-            body,
-        })
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if let Some(len) = declared.filter(|&len| len > max_bytes) {
+            return Err(Error::new(
+                ErrorKind::SafetyRefused,
+                format!(
+                    "response body exceeds the {max_bytes}-byte cap of {owner} (Content-Length: {len})"
+                ),
+            ));
+        }
     }
+    let decoded = !codings.is_empty();
+    let headers = resp
+        .headers()
+        .iter()
+        // Once decoded, the encoding and the encoded length no longer describe the body.
+        .filter(|(k, _)| !(decoded && (*k == CONTENT_ENCODING || *k == CONTENT_LENGTH)))
+        .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec()))
+        .collect();
+    let body: BodyStream = if is_head {
+        Box::pin(futures_util::stream::empty())
+    } else {
+        Box::pin(CappedBody {
+            inner: decode(resp.bytes_stream(), &codings, host, timeout),
+            total: 0,
+            cap: max_bytes,
+            action: owner.to_owned(),
+            done: false,
+        })
+    };
+    Ok(ActionResponse {
+        status: status.as_u16(),
+        status_text: status.canonical_reason().unwrap_or("").to_owned(),
+        headers,
+        body,
+    })
+}
+
+/// Applies `secret` where `auth` says: the `Authorization` header, a named header, or a query
+/// parameter. `credential` and `owner` (e.g. ``action `x` ``) only name things in the error.
+fn apply_auth(
+    auth: &Auth,
+    secret: &SecretValue,
+    url: &mut Url,
+    headers: &mut HeaderMap,
+    credential: &str,
+    owner: &str,
+) -> Result<()> {
+    let bytes = secret.expose_secret();
+    let sensitive = |mut v: Vec<u8>| {
+        let r = HeaderValue::from_bytes(&v).map(|mut h| {
+            h.set_sensitive(true);
+            h
+        });
+        zeroize::Zeroize::zeroize(&mut v);
+        r.map_err(|_| {
+            Error::new(
+                ErrorKind::InvalidSecret,
+                format!(
+                    "credential `{credential}` of {owner} cannot be sent in a header: it holds bytes a header cannot carry (such as CR, LF or NUL)"
+                ),
+            )
+        })
+    };
+    match auth {
+        Auth::Bearer => {
+            let mut v = b"Bearer ".to_vec();
+            v.extend_from_slice(bytes);
+            headers.insert(AUTHORIZATION, sensitive(v)?);
+        }
+        Auth::Header { name, format } => {
+            let mut v = Vec::new();
+            for (i, part) in format.split("{secret}").enumerate() {
+                if i > 0 {
+                    v.extend_from_slice(bytes);
+                }
+                v.extend_from_slice(part.as_bytes());
+            }
+            headers.insert(name.clone(), sensitive(v)?);
+        }
+        Auth::Basic { username } => {
+            let mut plain = format!("{username}:").into_bytes();
+            plain.extend_from_slice(bytes);
+            let encoded = base64::engine::general_purpose::STANDARD.encode(&plain);
+            zeroize::Zeroize::zeroize(&mut plain);
+            headers.insert(AUTHORIZATION, sensitive(format!("Basic {encoded}").into())?);
+        }
+        Auth::Query { name } => set_query_secret(url, name, bytes),
+    }
+    Ok(())
 }
 
 /// Puts the secret in query parameter `name`, replacing any pair of that name already there.
@@ -677,6 +724,7 @@ struct CappedBody {
     inner: Chunks,
     total: u64,
     cap: u64,
+    /// Who set the cap, e.g. ``action `x` ``.
     action: String,
     done: bool,
 }
@@ -704,7 +752,7 @@ impl Stream for CappedBody {
                     return Poll::Ready(Some(Err(Error::new(
                         ErrorKind::SafetyRefused,
                         format!(
-                            "response body exceeds the {}-byte cap of action `{}`",
+                            "response body exceeds the {}-byte cap of {}",
                             self.cap, self.action
                         ),
                     ))));

@@ -1,6 +1,8 @@
 mod audit;
 mod bad_input;
 mod call;
+mod init_agent;
+mod mcp;
 mod policy;
 mod tenants;
 

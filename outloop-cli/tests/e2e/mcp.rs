@@ -1,0 +1,169 @@
+//! `outloop mcp` driven by the official MCP Python SDK (tests/mcp_client.py), started from the
+//! entry `outloop init --agent claude-code` wrote, against the real httpbin.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::support::{Env, httpbin};
+
+/// The venv python that scripts/test-env.sh creates (it holds the pinned `mcp` package).
+fn venv_python() -> std::path::PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/test-env.sh (it installs tests/requirements.txt)",
+        p.display()
+    );
+    p
+}
+
+fn config() -> String {
+    let h = httpbin();
+    format!(
+        r#"
+[actions."echo.bearer"]
+description = "httpbin /bearer: reports the bearer token it received"
+credential = "echo"
+method = "GET"
+url = "{h}/bearer"
+auth = {{ type = "bearer" }}
+
+[actions."echo.headers"]
+description = "httpbin /headers with a named header"
+credential = "key"
+method = "GET"
+url = "{h}/headers"
+auth = {{ type = "header", name = "X-Api-Key", format = "Key {{secret}}" }}
+
+[actions."echo.stream"]
+description = "httpbin /stream/n: n JSON lines echoing the request"
+credential = "echo"
+method = "GET"
+url = "{h}/stream/{{n}}"
+auth = {{ type = "bearer" }}
+params.n = {{ type = "integer", min = 1, max = 100 }}
+
+[actions."echo.status"]
+method = "GET"
+url = "{h}/status/{{code}}"
+params.code = {{ type = "integer", min = 100, max = 599 }}
+
+[aliases.bin]
+description = "httpbin itself"
+credential = "echo"
+base_url = "{h}"
+auth = {{ type = "bearer" }}
+allow = ["GET /bearer", "GET /anything/**", "POST /anything/**"]
+
+[aliases.other]
+credential = "echo"
+base_url = "{h}"
+auth = {{ type = "bearer" }}
+allow = ["GET /**"]
+
+[policy.tenants.acme]
+allow = ["echo.*", "alias:bin"]
+deny = ["echo.status"]
+approve = ["echo.headers"]
+"#
+    )
+}
+
+#[test]
+fn python_sdk_lists_calls_is_denied_approves_and_sees_reloads() {
+    let env = Env::new(&config());
+    // The server is started exactly as Claude Code would start it.
+    env.ok(
+        &[
+            "init",
+            "--agent",
+            "claude-code",
+            "--workspace",
+            env.acme.to_str().unwrap(),
+        ],
+        &env.root,
+    );
+    let mcp_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(env.acme.join(".mcp.json")).unwrap())
+            .unwrap();
+    let entry = &mcp_json["mcpServers"]["outloop"];
+    let bin = std::fs::canonicalize(env!("CARGO_BIN_EXE_outloop")).unwrap();
+    assert_eq!(entry["command"], bin.to_str().unwrap());
+    assert_eq!(
+        entry["args"],
+        serde_json::json!(["mcp", "--workspace", env.acme.to_str().unwrap()])
+    );
+    assert_eq!(entry["env"]["OUTLOOP_HOME"], env.home.to_str().unwrap());
+
+    let out = Command::new(venv_python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp_client.py"))
+        .env("MCP_ENTRY", entry.to_string())
+        .env("OUTLOOP_BIN", entry["command"].as_str().unwrap())
+        .env("OUTLOOP_HOME", &env.home)
+        .env("MCP_WORKSPACE", &env.acme)
+        .env("MCP_OUTSIDE", &env.root)
+        .env_remove("HTTP_PROXY")
+        .env_remove("http_proxy")
+        .output()
+        .expect("the venv python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    env.seen.lock().unwrap().extend_from_slice(&out.stdout);
+    env.seen.lock().unwrap().extend_from_slice(&out.stderr);
+    // First the leak check, so no message below can show a secret.
+    env.assert_no_leak();
+    // Shown with `--nocapture`: the client's checks, every tool result and the server's stderr
+    // (already checked for leaks below, with everything else this test saw).
+    #[allow(clippy::print_stdout)]
+    {
+        println!("{stdout}");
+    }
+    assert!(
+        out.status.success()
+            && stdout.contains("mcp client: all checks passed")
+            && stdout.contains("mcp client (2026-07-28): all checks passed"),
+        "the MCP client failed:\n{stdout}\n{stderr}"
+    );
+    // The server's stderr (printed by the client) logged the reload and the refused config.
+    assert!(stdout.contains("outloop mcp: config reloaded"), "{stdout}");
+    assert!(
+        stdout.contains("the changed config is not used, the previous one stays"),
+        "{stdout}"
+    );
+    // Every attempt, the denied one included, is audited.
+    let audit = std::fs::read_to_string(env.audit_path()).unwrap();
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"echo.status\"") && l.contains("\"deny\"")),
+        "{audit}"
+    );
+    env.assert_no_leak();
+}
+
+#[test]
+fn mcp_refuses_a_missing_workspace_and_a_broken_config_at_start() {
+    let env = Env::new("");
+    let r = env.run(
+        &["mcp", "--workspace", "/nonexistent/outloop-ws"],
+        &env.root,
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("--workspace `/nonexistent/outloop-ws`"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stdout.is_empty(),
+        "stdout carries only protocol: {}",
+        r.stdout
+    );
+
+    std::fs::write(env.config_path(), "[policy\n").unwrap();
+    let r = env.run(&["mcp"], &env.acme);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("config.toml:1"), "{}", r.stderr);
+    assert!(r.stdout.is_empty(), "{}", r.stdout);
+    env.assert_no_leak();
+}
