@@ -31,7 +31,9 @@ macro_rules! errln {
 mod cli;
 mod commands;
 mod edit;
+mod import;
 mod policy_test;
+mod scan;
 
 use std::process::ExitCode;
 

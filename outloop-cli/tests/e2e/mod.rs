@@ -1,7 +1,9 @@
 mod audit;
 mod bad_input;
 mod call;
+mod import;
 mod policy;
+mod scan;
 mod tenants;
 
 use crate::support::httpbin;
