@@ -26,6 +26,7 @@ impl Cli {
                 command: PolicyCommand::Test { json, .. },
             } => *json,
             Command::Approvals { json } => *json,
+            Command::Doctor { json } => *json,
             _ => false,
         }
     }
@@ -90,6 +91,13 @@ pub enum Command {
         /// The audit command.
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Check each configured backend: installed, reachable, authenticated (reads no secret;
+    /// exit 4 when one is not OK).
+    Doctor {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
