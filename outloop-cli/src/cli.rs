@@ -26,6 +26,7 @@ impl Cli {
                 command: PolicyCommand::Test { json, .. },
             } => *json,
             Command::Approvals { json } => *json,
+            Command::Doctor { json } => *json,
             Command::Scan(s) => s.json,
             _ => false,
         }
@@ -91,6 +92,13 @@ pub enum Command {
         /// The audit command.
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Check each configured backend: installed, reachable, authenticated (reads no secret;
+    /// exit 4 when one is not OK).
+    Doctor {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Find likely credentials in a directory; exits 6 when something is found.
     Scan(ScanArgs),

@@ -75,6 +75,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Approve { id } => decide(&paths, &id, true),
         Command::Reject { id } => decide(&paths, &id, false),
         Command::Audit { command } => audit(&paths, command),
+        Command::Doctor { json } => crate::doctor::run(&paths, json).await,
         Command::Scan(args) => crate::scan::run(&paths, &args).await,
         Command::Import(args) => crate::import::run(&paths, &args).await,
     }

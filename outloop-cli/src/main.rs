@@ -30,6 +30,7 @@ macro_rules! errln {
 
 mod cli;
 mod commands;
+mod doctor;
 mod edit;
 mod import;
 mod policy_test;

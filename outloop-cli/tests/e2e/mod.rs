@@ -1,7 +1,9 @@
 mod audit;
 mod bad_input;
 mod call;
+mod doctor;
 mod import;
+mod import_keyring;
 mod policy;
 mod scan;
 mod tenants;
