@@ -462,6 +462,16 @@ pub async fn apply(
 pub async fn run(paths: &Paths, args: &ImportArgs) -> Result<u8> {
     let cfg = HostConfig::load(paths)?;
     let file = &args.file;
+    // The rewrite replaces the file by rename: through a symlink it would replace the link.
+    if std::fs::symlink_metadata(file).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(Error::new(
+            ErrorKind::Usage,
+            format!(
+                "import: `{}` is a symbolic link; import the file it points to",
+                file.display()
+            ),
+        ));
+    }
     let text = std::fs::read_to_string(file).map_err(|e| {
         Error::new(
             ErrorKind::Usage,

@@ -200,6 +200,13 @@ fn an_existing_reference_or_credential_is_refused_up_front() {
         "{}",
         r.stderr
     );
+    std::os::unix::fs::symlink(&file, env.acme.join("link.env")).unwrap();
+    let r = env.run(&["import", "link.env", "--tenant", "acme"], &env.acme);
+    assert_eq!(r.code, 2);
+    assert_eq!(
+        r.stderr,
+        "outloop: import: `link.env` is a symbolic link; import the file it points to\n"
+    );
     std::fs::write(&file, "A=1\nB=\"open\n").unwrap();
     let r = env.run(&["import", ".env", "--tenant", "acme"], &env.acme);
     assert_eq!(r.code, 2);
