@@ -187,7 +187,7 @@ pub const KEY_NAME_KIND: &str = "secret-assignment";
 /// `*_PASSWORD`, `*_ACCESS_KEY`, `*_PRIVATE_KEY`, `clientSecret`, `apiKey`, … in `.env`
 /// (`export K=v`), shell, YAML (`k: v`), JSON (`"k": "v"`), TOML and INI (`k = v`) syntax.
 /// Group `name` is the key, `value` the value with its quotes.
-const KEY_NAME_PATTERN: &str = r#"(?i)(?:^|[^A-Za-z0-9_.-])(?P<name>[A-Za-z0-9_.-]*(?:api[_.-]?key|token|secret|secret[_.-]?key|password|passwd|access[_.-]?key|private[_.-]?key|auth[_.-]?key|credentials?))["']?[ \t]*(?::=|=|:)[ \t]*(?P<value>"(?:[^"\\]|\\.)*"|'[^']*'|[^\s"'#,;}\]]+)"#;
+const KEY_NAME_PATTERN: &str = r#"(?i)(?:^|[^A-Za-z0-9_.-])(?P<name>[A-Za-z0-9_.-]*(?:api[_.-]?key|token|secret|secret[_.-]?key|password|passwd|access[_.-]?key|private[_.-]?key|auth[_.-]?key|credentials?))["']?[ \t]*(?::=|=|:)[ \t]*(?P<value>"(?:[^"\\]|\\.)*"|'[^']*'|[^\s"'`#,;}\]:=(&*][^\s"'`#,;}\]]*)"#;
 
 /// A name alone (for `import`): does it end like a secret's key name?
 const SECRET_NAME_PATTERN: &str = r"(?i)(?:api[_.-]?key|token|secret|secret[_.-]?key|password|passwd|access[_.-]?key|private[_.-]?key|auth[_.-]?key|credentials?)$";
@@ -372,7 +372,7 @@ pub fn is_placeholder(value: &str) -> bool {
 /// secret reference (`vault://…`, `op://…`) or a code expression (`process.env.X`, `os.environ`),
 /// not a plain URL or path, and at least [`MIN_ENTROPY_BITS`] of entropy per character.
 pub fn looks_like_secret(value: &str) -> bool {
-    let v = value.trim();
+    let v = value.trim().trim_matches('`');
     if v.chars().count() < MIN_ASSIGNED_LEN || is_placeholder(v) {
         return false;
     }
@@ -394,6 +394,18 @@ pub fn looks_like_secret(value: &str) -> bool {
         "secrets.",
     ];
     if REFERENCES.iter().any(|r| lower.starts_with(r)) {
+        return false;
+    }
+    // Code (`config.token.clone()`, `&Credentials`, `crate::secret::X`) and templates
+    // (`{TOKEN}`, `[secret]`) are not keys.
+    if v.contains(['(', ')']) || v.contains("::") || v.starts_with(['{', '[', '&', '*']) {
+        return false;
+    }
+    // A one-case identifier (`github_token`, `API-KEY-NAME`) names something; it is not a key.
+    if v.chars()
+        .all(|c| c.is_ascii_alphabetic() || c == '_' || c == '-')
+        && (v == v.to_ascii_lowercase() || v == v.to_ascii_uppercase())
+    {
         return false;
     }
     // Prose (three or more words, such as the note `import` leaves) is not a key.
@@ -488,6 +500,12 @@ mod tests {
             ("/etc/app/secret", false),
             ("true", false),
             ("moved to outloop: credential x (vault://acme/x)", false),
+            ("config.credential.clone()", false),
+            ("format!(\"FAKE{tail}\")", false),
+            ("{ACME_SECRET}", false),
+            ("&Credentials", false),
+            ("github_token", false),
+            ("`vault://acme/x`", false),
         ] {
             assert_eq!(looks_like_secret(v), want, "{v}");
         }
@@ -517,6 +535,8 @@ mod tests {
             "API_KEY=your-api-key-here".to_owned(),
             "API_TOKEN=${API_TOKEN}".to_owned(),
             "request_id = \"123e4567-e89b-12d3-a456-426614174000\"".to_owned(),
+            "use crate::secret::SecretValue;".to_owned(),
+            "if token == other_token_value {".to_owned(),
         ] {
             assert!(d.line(&line).is_empty(), "{line}");
         }
