@@ -8,19 +8,28 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use outloop_core::backend::settings::LayerSettings;
 use outloop_core::backend::{Capabilities, SecretBackend};
-use outloop_core::config::HostConfig;
+use outloop_core::backend::{Health, Probe};
+use outloop_core::config::{BackendConfig, HostConfig};
 use outloop_core::{BackendKind, Error, ErrorKind, Result, SecretRef, SecretValue};
 
+#[cfg(feature = "keychain")]
+pub mod keychain;
+#[cfg(feature = "secret-service")]
+pub mod secret_service;
 #[cfg(feature = "vault")]
 pub mod vault;
 
-/// Opens every backend configured in `config` (a `vault` backend is always configured).
+/// Opens every backend configured in `config` (a `vault` backend is always configured), each
+/// wrapped in the timeout and retry layers its table's `timeout`, `retries` and
+/// `retry_max_wait` keys configure (see [`LayerSettings`]). Each backend sees its table
+/// without those keys.
 ///
 /// # Errors
 ///
-/// [`ErrorKind::Config`] when a backend's settings are invalid or its files lie inside a bound
-/// workspace; the backend's own errors when it cannot be opened.
+/// [`ErrorKind::Config`] when a backend's settings (or layer keys) are invalid or its files
+/// lie inside a bound workspace; the backend's own errors when it cannot be opened.
 pub fn from_config(config: &HostConfig) -> Result<Vec<Arc<dyn SecretBackend>>> {
     let bound: Vec<PathBuf> = config
         .tenants
@@ -29,6 +38,13 @@ pub fn from_config(config: &HostConfig) -> Result<Vec<Arc<dyn SecretBackend>>> {
         .collect();
     let mut out: Vec<Arc<dyn SecretBackend>> = Vec::new();
     for (name, b) in &config.backends {
+        let layers = LayerSettings::parse(name, &b.settings)?;
+        let start = out.len();
+        // Every arm below sees the table without the layer keys.
+        let b = &BackendConfig {
+            kind: b.kind.clone(),
+            settings: LayerSettings::strip(&b.settings),
+        };
         let kind = BackendKind::from_config_name(&b.kind).ok_or_else(|| {
             Error::config(format!(
                 "backends.{name}.kind: unknown backend kind `{}`",
@@ -41,10 +57,23 @@ pub fn from_config(config: &HostConfig) -> Result<Vec<Arc<dyn SecretBackend>>> {
                 let v = vault::VaultBackend::open(name, &config.paths, &b.settings, &bound)?;
                 out.push(Arc::new(v));
             }
+            #[cfg(feature = "secret-service")]
+            BackendKind::SecretService => {
+                let s = secret_service::SecretServiceBackend::open(name, &b.settings)?;
+                out.push(Arc::new(s));
+            }
+            #[cfg(feature = "keychain")]
+            BackendKind::Keychain => {
+                let k = keychain::KeychainBackend::open(name, &b.settings)?;
+                out.push(Arc::new(k));
+            }
             other => out.push(Arc::new(NotBuilt {
                 name: name.clone(),
                 kind: other,
             })),
+        }
+        for backend in &mut out[start..] {
+            *backend = layers.wrap(Arc::clone(backend));
         }
     }
     Ok(out)
@@ -91,5 +120,12 @@ impl SecretBackend for NotBuilt {
     }
     async fn list(&self) -> Result<Vec<SecretRef>> {
         Err(self.err())
+    }
+    async fn health(&self) -> Health {
+        Health {
+            installed: Probe::failed(&self.err()),
+            reachable: Probe::skipped("not installed"),
+            authenticated: Probe::skipped("not installed"),
+        }
     }
 }

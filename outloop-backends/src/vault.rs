@@ -50,7 +50,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use outloop_core::backend::{Capabilities, SecretBackend, expect_kind};
+use outloop_core::backend::settings::LayerSettings;
+use outloop_core::backend::{Capabilities, Health, Probe, SecretBackend, expect_kind};
 use outloop_core::config::{Paths, normalize_dir};
 use outloop_core::{BackendKind, Error, ErrorKind, Result, SecretRef, SecretValue};
 
@@ -323,6 +324,43 @@ impl SecretBackend for VaultBackend {
         })
         .await
     }
+
+    /// Installed: always (built in). Reachable: the vault file exists and reads. Authenticated:
+    /// the identity is found and unwraps the vault's file key; the payload (the secrets) is not
+    /// decrypted.
+    async fn health(&self) -> Health {
+        let installed = Probe::ok("built in");
+        let checked = self
+            .run(|inner| {
+                let Some(ct) = store::read_ciphertext(&inner.file)? else {
+                    return Ok(Err(inner.no_vault()));
+                };
+                let loaded = match inner.resolver.load()? {
+                    Some(l) => l,
+                    None => return Ok(Ok(Err(inner.missing_identity()))),
+                };
+                let location = inner.resolver.describe(&loaded.source);
+                Ok(Ok(store::unlocks(
+                    &inner.file,
+                    &ct,
+                    &loaded.identity,
+                    &location,
+                )
+                .map(|()| location)))
+            })
+            .await;
+        match checked {
+            Err(e) | Ok(Err(e)) => Health::unreachable(installed, &e),
+            Ok(Ok(auth)) => Health {
+                installed,
+                reachable: Probe::ok(format!("vault file {}", self.inner.file.display())),
+                authenticated: match auth {
+                    Ok(location) => Probe::ok(format!("identity at {location} opens it")),
+                    Err(e) => Probe::failed(&e),
+                },
+            },
+        }
+    }
 }
 
 impl Inner {
@@ -476,6 +514,8 @@ fn parse_settings(name: &str, settings: &BTreeMap<String, toml::Value>) -> Resul
                 }
                 path = Some(p);
             }
+            // The keys every backend accepts (cache_ttl, timeout, ...) are the layers' to check.
+            k if LayerSettings::is_layer_key(k) => {}
             other => {
                 return Err(Error::config(format!(
                     "backends.{name}: unknown key `{other}`; a `vault` backend accepts only `path`"

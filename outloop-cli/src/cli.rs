@@ -26,6 +26,8 @@ impl Cli {
                 command: PolicyCommand::Test { json, .. },
             } => *json,
             Command::Approvals { json } => *json,
+            Command::Doctor { json } => *json,
+            Command::Scan(s) => s.json,
             _ => false,
         }
     }
@@ -98,6 +100,18 @@ pub enum Command {
         #[arg(long)]
         workspace: Option<PathBuf>,
     },
+    /// Check each configured backend: installed, reachable, authenticated (reads no secret;
+    /// exit 4 when one is not OK).
+    Doctor {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Find likely credentials in a directory; exits 6 when something is found.
+    Scan(ScanArgs),
+    /// Move the secrets of a `.env` (JSON, YAML) file into a backend and file them as the
+    /// tenant's credentials; the file keeps a comment where each value was.
+    Import(ImportArgs),
 }
 
 /// `outloop init …`.
@@ -110,6 +124,58 @@ pub struct InitArgs {
     /// With `--agent`: the workspace directory (default: the current one).
     #[arg(long, requires = "agent")]
     pub workspace: Option<PathBuf>,
+}
+
+/// `outloop scan …`.
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// The directory to scan (default: the current directory).
+    pub dir: Option<PathBuf>,
+    /// Also scan files that `.gitignore`, `.ignore` or `.git/info/exclude` exclude.
+    #[arg(long)]
+    pub include_ignored: bool,
+    /// Do not look for the values stored in Outloop's backends.
+    #[arg(long)]
+    pub no_backends: bool,
+    /// Print one JSON object: root, findings, files_scanned, skipped, stored_values.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `outloop import …`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The file to import from (`.env`, `.json`, `.yaml`/`.yml`).
+    pub file: PathBuf,
+    /// The tenant whose credentials the secrets become.
+    #[arg(long)]
+    pub tenant: String,
+    /// The writable backend (`[backends.<name>]`) to store them in (default: `vault`).
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// Prepended to each credential name and stored name, e.g. `app_`.
+    #[arg(long, default_value = "")]
+    pub prefix: String,
+    /// The file's format (default: from the extension; `.env` otherwise).
+    #[arg(long, value_enum)]
+    pub format: Option<ImportFormat>,
+    /// Move every non-empty entry, not only those that look like secrets.
+    #[arg(long)]
+    pub all: bool,
+    /// Show the plan (names and references, never values) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// The formats `outloop import` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ImportFormat {
+    /// `KEY=value` lines (`export`, quotes, comments).
+    Env,
+    /// A JSON object whose string members are the entries.
+    Json,
+    /// A YAML mapping whose single-line string values are the entries.
+    Yaml,
 }
 
 /// `outloop tenant …`.

@@ -79,6 +79,9 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Reject { id } => decide(&paths, &id, false),
         Command::Audit { command } => audit(&paths, command),
         Command::Mcp { workspace } => crate::mcp::run(paths, workspace).await,
+        Command::Doctor { json } => crate::doctor::run(&paths, json).await,
+        Command::Scan(args) => crate::scan::run(&paths, &args).await,
+        Command::Import(args) => crate::import::run(&paths, &args).await,
     }
 }
 

@@ -193,3 +193,35 @@ fn set_credential_unlocked(
     creds.insert(name, value(reference));
     save(paths, &doc)
 }
+
+/// Files several credentials of one tenant in one locked, validated edit (`import`). Refuses,
+/// changing nothing, when the tenant already has one of the names.
+///
+/// # Errors
+///
+/// [`outloop_core::ErrorKind::Config`] when the tenant does not exist or already has one of
+/// the credential names.
+pub fn set_credentials(
+    paths: &Paths,
+    tenant: &str,
+    credentials: &[(String, String)],
+) -> Result<HostConfig> {
+    locked(paths, || {
+        let (_, mut doc) = load_doc(paths)?;
+        let t = tenant_mut(&mut doc, tenant)?;
+        let creds = t
+            .entry("credentials")
+            .or_insert_with(|| Item::Table(Table::new()))
+            .as_table_like_mut()
+            .ok_or_else(|| Error::config(format!("tenants.{tenant}.credentials is not a table")))?;
+        for (name, reference) in credentials {
+            if creds.contains_key(name) {
+                return Err(Error::config(format!(
+                    "tenant `{tenant}` already has credential `{name}`"
+                )));
+            }
+            creds.insert(name, value(reference.as_str()));
+        }
+        save(paths, &doc)
+    })
+}

@@ -31,9 +31,12 @@ macro_rules! errln {
 mod agent_setup;
 mod cli;
 mod commands;
+mod doctor;
 mod edit;
+mod import;
 mod mcp;
 mod policy_test;
+mod scan;
 
 use std::process::ExitCode;
 

@@ -2,4 +2,6 @@
 //! a recording loopback upstream.
 
 mod e2e;
+#[path = "../../outloop-backends/tests/support/keyring.rs"]
+mod keyring;
 mod support;

@@ -1,4 +1,7 @@
-//! The [`SecretBackend`] trait and the in-process [`MemoryBackend`].
+//! The [`SecretBackend`] trait, the in-process [`MemoryBackend`], and the layers that wrap
+//! any backend: [`cache`] (per tenant, with a TTL and one fetch per reference at a time),
+//! [`retry`] (rate limits and temporary failures, honouring `Retry-After`), [`timeout`]
+//! (per call), configured per backend by [`settings`].
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -9,6 +12,14 @@ use async_trait::async_trait;
 use crate::error::{Error, ErrorKind, Result};
 use crate::reference::{BackendKind, SecretRef};
 use crate::secret::SecretValue;
+
+pub mod cache;
+mod health;
+pub mod retry;
+pub mod settings;
+pub mod timeout;
+
+pub use health::{Health, Probe};
 
 /// What a backend can do, as data. A call to an operation whose flag is `false` returns
 /// [`ErrorKind::Unavailable`] with a message naming the backend and the operation.
@@ -85,6 +96,20 @@ pub trait SecretBackend: Send + Sync {
     /// The broker registers them with the redactor so they can never leave in a response.
     fn own_secrets(&self) -> Vec<SecretValue> {
         Vec::new()
+    }
+
+    /// Whether the backend is installed, reachable and authenticated, checked without
+    /// reading any secret value (`outloop doctor` shows it).
+    ///
+    /// The default reports the backend as built in and its reachability and login as
+    /// skipped; backends override it with real, value-free probes (a version call, a
+    /// whoami, a lock-state query). Never fails: problems are reported in the [`Health`].
+    async fn health(&self) -> Health {
+        Health {
+            installed: Probe::ok("built in"),
+            reachable: Probe::skipped("this backend has no health check"),
+            authenticated: Probe::skipped("this backend has no health check"),
+        }
     }
 }
 
@@ -210,6 +235,13 @@ impl SecretBackend for MemoryBackend {
     }
     async fn list(&self) -> Result<Vec<SecretRef>> {
         Ok(self.lock().keys().cloned().collect())
+    }
+    async fn health(&self) -> Health {
+        Health {
+            installed: Probe::ok("in process"),
+            reachable: Probe::ok("in process"),
+            authenticated: Probe::ok("needs no login"),
+        }
     }
 }
 

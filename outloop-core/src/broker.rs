@@ -17,6 +17,8 @@ use crate::action::{Action, Credentials, Params, RawParams};
 use crate::approval::{Approval, ApprovalState, ApprovalStore, DEFAULT_APPROVAL_TIMEOUT_SECS};
 use crate::audit::{AuditLog, AuditRecord, AuditSink};
 use crate::backend::SecretBackend;
+use crate::backend::cache::{CredentialCache, DEFAULT_CACHE_TTL};
+use crate::backend::settings::LayerSettings;
 use crate::config::HostConfig;
 use crate::config::{ActionConfig, AuthConfig, HttpMethod, PinConfig};
 use crate::error::{Error, ErrorKind, Result};
@@ -100,7 +102,6 @@ pub struct ActionInfo {
     pub params: serde_json::Value,
 }
 
-type CacheKey = (String, String, SecretRef);
 type PinKey = (String, String, [u8; 32]);
 
 /// Called when a request is held for approval, with the pending approval (for frontends to
@@ -109,8 +110,9 @@ pub type OnHold = Arc<dyn Fn(&Approval) + Send + Sync>;
 
 /// The broker: host config, backends, policy, actions, redaction and audit, behind one call.
 ///
-/// `Broker` is `Send + Sync`; share it with `Arc` across tasks. Credentials are cached for the
-/// broker's lifetime, keyed by (tenant, backend, reference), and zeroized when dropped.
+/// `Broker` is `Send + Sync`; share it with `Arc` across tasks. Credentials are cached in a
+/// [`CredentialCache`] keyed by (tenant, backend, reference) for their backend's `cache_ttl`
+/// (default 5 minutes), fetched once however many requests wait, and zeroized when evicted.
 pub struct Broker {
     config: Arc<HostConfig>,
     backends: BTreeMap<BackendKind, Arc<dyn SecretBackend>>,
@@ -121,7 +123,8 @@ pub struct Broker {
     approvals: ApprovalStore,
     on_hold: Option<OnHold>,
     client: HttpClient,
-    cache: Mutex<HashMap<CacheKey, SecretValue>>,
+    cache: CredentialCache,
+    cache_ttls: HashMap<String, std::time::Duration>,
     pins: Mutex<HashMap<PinKey, bool>>,
     blocked: Mutex<std::collections::HashSet<(String, String)>>,
 }
@@ -193,6 +196,18 @@ impl BrokerBuilder {
             );
         }
         let mut backends: BTreeMap<BackendKind, Arc<dyn SecretBackend>> = BTreeMap::new();
+        // Each backend's `cache_ttl` (the layer keys were validated when it was opened).
+        let cache_ttls = self
+            .config
+            .backends
+            .iter()
+            .map(|(name, b)| {
+                let ttl = LayerSettings::parse(name, &b.settings)
+                    .map(|l| l.cache_ttl)
+                    .unwrap_or(DEFAULT_CACHE_TTL);
+                (name.clone(), ttl)
+            })
+            .collect();
         for b in self.backends {
             backends.entry(b.kind()).or_insert(b);
         }
@@ -214,7 +229,8 @@ impl BrokerBuilder {
             approvals: ApprovalStore::new(state_dir.join("approvals")),
             on_hold: self.on_hold,
             client,
-            cache: Mutex::new(HashMap::new()),
+            cache: CredentialCache::new(),
+            cache_ttls,
             pins: Mutex::new(HashMap::new()),
             blocked: Mutex::new(std::collections::HashSet::new()),
         })
@@ -742,28 +758,18 @@ impl Broker {
                 ),
             )
         })?;
-        let key = (
-            tenant.to_owned(),
-            backend.name().to_owned(),
-            reference.clone(),
-        );
-        if let Some(v) = self.lock_cache().get(&key) {
-            return Ok(v.clone());
-        }
-        let value = backend.get(reference).await?;
-        self.lock_cache().insert(key, value.clone());
-        Ok(value)
+        let ttl = self
+            .cache_ttls
+            .get(backend.name())
+            .copied()
+            .unwrap_or(DEFAULT_CACHE_TTL);
+        self.cache.get(tenant, backend, reference, ttl).await
     }
 
     fn lock_blocked(
         &self,
     ) -> std::sync::MutexGuard<'_, std::collections::HashSet<(String, String)>> {
         self.blocked.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<CacheKey, SecretValue>> {
-        // Poisoning only means a panic elsewhere; the map itself is intact.
-        self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn redactor(&self, credentials: &Credentials) -> Result<SecretRedactor> {

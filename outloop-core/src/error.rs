@@ -132,6 +132,7 @@ pub struct Error {
     kind: ErrorKind,
     message: String,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    temporary: bool,
 }
 
 impl Error {
@@ -146,6 +147,56 @@ impl Error {
             kind,
             message,
             source: None,
+            temporary: false,
+        }
+    }
+
+    /// An [`ErrorKind::RateLimited`] error carrying how long the backend asked us to wait
+    /// (from an HTTP `Retry-After` header, or a CLI's own hint), when it said.
+    pub fn rate_limited(
+        message: impl Into<String>,
+        retry_after: Option<std::time::Duration>,
+    ) -> Self {
+        Self::new(ErrorKind::RateLimited { retry_after }, message)
+    }
+
+    /// Marks the error as temporary: the same operation may succeed if retried (an HTTP 5xx,
+    /// a dropped connection). The retry layer
+    /// ([`RetryBackend`](crate::backend::retry::RetryBackend)) retries only rate limits and
+    /// errors marked this way. Never mark a failed login: retrying it can lock an identity.
+    pub fn temporary(mut self) -> Self {
+        self.temporary = true;
+        self
+    }
+
+    /// Whether retrying the same operation later may succeed: a rate limit, or an error a
+    /// backend marked with [`Error::temporary`]. Authentication and permission failures are
+    /// never retryable, whatever they were marked.
+    pub fn is_retryable(&self) -> bool {
+        match self.kind {
+            ErrorKind::Unauthenticated | ErrorKind::PermissionDenied => false,
+            ErrorKind::RateLimited { .. } => true,
+            _ => self.temporary,
+        }
+    }
+
+    /// How long the backend asked us to wait before retrying, for
+    /// [`ErrorKind::RateLimited`] errors that carried one; `None` otherwise.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self.kind {
+            ErrorKind::RateLimited { retry_after } => retry_after,
+            _ => None,
+        }
+    }
+
+    /// A copy of the kind, message and temporary mark, without the source (which need not be
+    /// `Clone`). Used to hand one backend failure to every caller that waited on it.
+    pub fn clone_shallow(&self) -> Self {
+        Self {
+            kind: self.kind,
+            message: self.message.clone(),
+            source: None,
+            temporary: self.temporary,
         }
     }
 

@@ -12,6 +12,8 @@ pub mod audit;
 pub mod backend;
 pub mod broker;
 pub mod config;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 pub mod error;
 pub mod http;
 pub mod policy;

@@ -160,6 +160,43 @@ pub(super) fn decrypt(
     decode_document(file, &plaintext)
 }
 
+/// Checks that `identity` unwraps the vault's file key, without decrypting the payload (so
+/// no secret value is read): the `health` probe.
+///
+/// # Errors
+///
+/// As for [`decrypt`]'s header step: [`ErrorKind::Unauthenticated`] when the identity does
+/// not open the vault, [`ErrorKind::Io`] when the header is damaged.
+pub(super) fn unlocks(
+    file: &Path,
+    ciphertext: &[u8],
+    identity: &age::x25519::Identity,
+    location: &str,
+) -> Result<()> {
+    let damaged = |what: &str| {
+        Error::new(
+            ErrorKind::Io,
+            format!("vault {} is damaged: {what}", file.display()),
+        )
+    };
+    let decryptor =
+        age::Decryptor::new(ciphertext).map_err(|_| damaged("it is not an age-encrypted file"))?;
+    match decryptor.decrypt(std::iter::once(identity as &dyn age::Identity)) {
+        // The payload reader is dropped unread.
+        Ok(_payload) => Ok(()),
+        Err(age::DecryptError::NoMatchingKeys | age::DecryptError::KeyDecryptionFailed) => {
+            Err(Error::new(
+                ErrorKind::Unauthenticated,
+                format!(
+                    "cannot decrypt vault {} with identity at {location}",
+                    file.display()
+                ),
+            ))
+        }
+        Err(_) => Err(damaged("its age header is malformed or was altered")),
+    }
+}
+
 /// Serializes and encrypts `secrets` to `recipient`.
 ///
 /// # Errors

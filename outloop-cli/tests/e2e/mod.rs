@@ -1,9 +1,13 @@
 mod audit;
 mod bad_input;
 mod call;
+mod doctor;
+mod import;
+mod import_keyring;
 mod init_agent;
 mod mcp;
 mod policy;
+mod scan;
 mod tenants;
 
 use crate::support::httpbin;
