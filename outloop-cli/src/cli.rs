@@ -91,6 +91,33 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// The alias proxy on 127.0.0.1: `/<token>/<alias>/<path>` goes to the alias's base URL
+    /// with the credential applied.
+    Proxy(ProxyArgs),
+}
+
+/// `outloop proxy [--port N]` and `outloop proxy url <alias>`.
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// The port to listen on (default 7787; 0 picks a free one).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// `url <alias>`: print the base URL for this workspace instead of serving.
+    #[command(subcommand)]
+    pub command: Option<ProxyCommand>,
+}
+
+/// `outloop proxy …`.
+#[derive(Debug, Subcommand)]
+pub enum ProxyCommand {
+    /// Print the alias's proxy base URL for the current workspace, its token included.
+    Url {
+        /// The alias name.
+        alias: String,
+        /// The proxy's port (default: the running proxy's, else 7787).
+        #[arg(long)]
+        port: Option<u16>,
+    },
 }
 
 /// `outloop tenant …`.

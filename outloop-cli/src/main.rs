@@ -32,6 +32,7 @@ mod cli;
 mod commands;
 mod edit;
 mod policy_test;
+mod proxy;
 
 use std::process::ExitCode;
 
