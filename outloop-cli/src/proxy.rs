@@ -495,4 +495,108 @@ mod tests {
         assert_eq!(key.workspace_of(&cfg, &ta[..ta.len() - 1]), None);
         assert_eq!(format!("{key:?}"), "TokenKey(..)");
     }
+
+    /// One HTTP/1.1 exchange over a fresh connection; returns the raw response text.
+    async fn exchange(addr: SocketAddr, request: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[tokio::test]
+    async fn serve_routes_by_token_and_alias_over_a_real_socket() {
+        use std::io::{BufRead, BufReader, Write};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        // A loopback upstream that answers with the request line it received.
+        let up = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let up_url = format!("http://{}", up.local_addr().unwrap());
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&hits);
+        std::thread::spawn(move || {
+            for s in up.incoming() {
+                let Ok(mut s) = s else { continue };
+                counter.fetch_add(1, Ordering::SeqCst);
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut line = String::new();
+                let _ = r.read_line(&mut line);
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                }
+                let body = line.trim_end();
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().canonicalize().unwrap();
+        let ws = root.join("acme");
+        std::fs::create_dir_all(&ws).unwrap();
+        let paths = Paths::under(root.join("home"));
+        let text = format!(
+            "[egress]\nallow_private = [\"127.0.0.0/8\"]\n[tenants.acme]\nworkspaces = [{ws:?}]\n[aliases.up]\nbase_url = \"{up_url}/v1\"\nallow = [\"GET /ok\"]\n[policy.tenants.acme]\nallow = [\"alias:*\"]\n"
+        );
+        let cfg = HostConfig::from_str_at(&paths, &paths.config_file(), &text).unwrap();
+        let broker = Arc::new(Broker::builder(cfg.clone()).build().unwrap());
+        let key = TokenKey::load_or_create(&paths).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let source: BrokerSource = Arc::new(move || Arc::clone(&broker));
+        let server = tokio::spawn(serve(source, key.clone(), listener, async {
+            let _ = stopped.await;
+        }));
+        let token = key.token_for(&ws);
+        let url = url_for(&paths, &cfg, &ws, "up", addr.port()).unwrap();
+        assert_eq!(url, format!("http://127.0.0.1:{}/{token}/up", addr.port()));
+
+        let ok = exchange(
+            addr,
+            &format!("GET /{token}/up/ok?x=1 HTTP/1.1\r\nHost: a\r\nCookie: c=FAKE-cookie\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
+        assert!(ok.starts_with("HTTP/1.1 200 OK"), "{ok}");
+        // The body is chunked (redaction streams it); its one chunk is the upstream's echo.
+        assert!(ok.contains("\r\nGET /v1/ok?x=1 HTTP/1.1\r\n0\r\n"), "{ok}");
+        let by_header = exchange(
+            addr,
+            &format!("GET /up/ok HTTP/1.1\r\nHost: a\r\nX-Outloop-Token: {token}\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
+        assert!(by_header.starts_with("HTTP/1.1 200 OK"), "{by_header}");
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
+        for (target, status) in [
+            ("/up/ok".to_owned(), "401"),
+            (format!("/{}x/up/ok", &token[..token.len() - 1]), "403"),
+            (format!("/{token}/up/admin"), "403"),
+            (format!("/{token}/nosuch/ok"), "404"),
+            (format!("/{token}/up/%2e%2e/ok"), "400"),
+        ] {
+            let r = exchange(
+                addr,
+                &format!("GET {target} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"),
+            )
+            .await;
+            assert!(
+                r.starts_with(&format!("HTTP/1.1 {status}")),
+                "{target}: {r}"
+            );
+            assert!(r.contains("x-outloop-error"), "{r}");
+        }
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            2,
+            "nothing refused reached the upstream"
+        );
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+    }
 }
