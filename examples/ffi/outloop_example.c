@@ -100,8 +100,11 @@ int main(int argc, char **argv) {
          "call with a NULL action");
   expect(outloop_call(b, u8("no.such"), 7, NULL, 0, NULL, 0, &out, &len),
          OUTLOOP_UNKNOWN_ACTION, "call an unknown action");
-  expect(outloop_alias_request(b, u8("api"), 3, u8("GET"), 3, u8("/"), 1, NULL, 0, &out, &len),
-         OUTLOOP_UNSUPPORTED, "alias request");
+  const char *unknown_alias = "{\"alias\":\"api\",\"method\":\"GET\",\"path\":\"/\"}";
+  expect(outloop_alias_request(b, u8(unknown_alias), strlen(unknown_alias), NULL, 0, &out, &len),
+         OUTLOOP_UNKNOWN_ACTION, "alias request to an unknown alias");
+  expect(outloop_alias_request(b, u8("{nope"), 5, NULL, 0, &out, &len), OUTLOOP_INVALID_JSON,
+         "alias request with broken JSON");
   expect(outloop_debug_panic(), OUTLOOP_PANIC, "forced panic");
   check(out == untouched, "out-parameters untouched by failures");
   out = NULL;

@@ -112,6 +112,9 @@ pub enum Command {
     /// Move the secrets of a `.env` (JSON, YAML) file into a backend and file them as the
     /// tenant's credentials; the file keeps a comment where each value was.
     Import(ImportArgs),
+    /// The alias proxy on 127.0.0.1: `/<token>/<alias>/<path>` goes to the alias's base URL
+    /// with the credential applied.
+    Proxy(ProxyArgs),
 }
 
 /// `outloop init …`.
@@ -176,6 +179,30 @@ pub enum ImportFormat {
     Json,
     /// A YAML mapping whose single-line string values are the entries.
     Yaml,
+}
+
+/// `outloop proxy [--port N]` and `outloop proxy url <alias>`.
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// The port to listen on (default 7787; 0 picks a free one).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// `url <alias>`: print the base URL for this workspace instead of serving.
+    #[command(subcommand)]
+    pub command: Option<ProxyCommand>,
+}
+
+/// `outloop proxy …`.
+#[derive(Debug, Subcommand)]
+pub enum ProxyCommand {
+    /// Print the alias's proxy base URL for the current workspace, its token included.
+    Url {
+        /// The alias name.
+        alias: String,
+        /// The proxy's port (default: the running proxy's, else 7787).
+        #[arg(long)]
+        port: Option<u16>,
+    },
 }
 
 /// `outloop tenant …`.

@@ -82,6 +82,28 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Doctor { json } => crate::doctor::run(&paths, json).await,
         Command::Scan(args) => crate::scan::run(&paths, &args).await,
         Command::Import(args) => crate::import::run(&paths, &args).await,
+        Command::Proxy(args) => proxy(&paths, args).await,
+    }
+}
+
+async fn proxy(paths: &Paths, args: crate::cli::ProxyArgs) -> Result<u8> {
+    match args.command {
+        None => {
+            let port = args.port.unwrap_or(crate::proxy::DEFAULT_PORT);
+            crate::proxy::run(paths, broker(paths)?, port).await
+        }
+        Some(crate::cli::ProxyCommand::Url { alias, port }) => {
+            let cfg = HostConfig::load(paths)?;
+            let port = port
+                .or(args.port)
+                .or_else(|| crate::proxy::announced_port(paths))
+                .unwrap_or(crate::proxy::DEFAULT_PORT);
+            outln!(
+                "{}",
+                crate::proxy::url_for(paths, &cfg, &cwd()?, &alias, port)?
+            );
+            Ok(0)
+        }
     }
 }
 

@@ -37,6 +37,7 @@ mod import;
 mod mcp;
 mod policy_test;
 mod scan;
+mod proxy;
 
 use std::process::ExitCode;
 

@@ -183,6 +183,7 @@ allow = ["alias:*"]
 max_response_bytes = 1000
 [policy.tenants.globex]
 allow = ["alias:echo"]
+rate = {{ "alias:echo" = "1/hour" }}
 "#,
         up = up.url
     );
@@ -543,4 +544,31 @@ async fn httpbin_reflections_come_back_redacted() {
     assert!(!result.body.contains("FAKE-agent-key"));
     assert_no_leak(&result.body);
     assert_eq!(s.audit.0.lock().unwrap().len(), calls.into_inner() + 1);
+}
+
+#[tokio::test]
+async fn rate_limits_count_alias_requests() {
+    let s = setup();
+    let first = s
+        .broker
+        .request(req(&s.globex, "echo", "GET", "/anything/a"))
+        .await
+        .unwrap()
+        .collect("echo", "globex")
+        .await
+        .unwrap();
+    assert_eq!(first.status, 200);
+    assert!(first.body.contains("[REDACTED:echo]"), "{}", first.body);
+    assert!(!first.body.contains(GLOBEX));
+    let err = s
+        .broker
+        .request(req(&s.globex, "echo", "GET", "/anything/b"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PolicyDenied);
+    assert!(err.message().contains("rate limit"), "{err}");
+    assert_eq!(s.up.seen.lock().unwrap().len(), 1);
+    let records = s.audit.0.lock().unwrap();
+    assert_eq!(records[1].decision, "deny");
+    assert_eq!(records[1].request.as_deref(), Some("GET /anything/b"));
 }

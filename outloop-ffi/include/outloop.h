@@ -35,7 +35,9 @@
 // The ABI version of this library. Incremented on every incompatible change of the C ABI.
 //
 // Version 1: the broker handle, calls, status codes and per-thread last error.
-#define OUTLOOP_ABI_VERSION 1
+// Version 2: `outloop_alias_request` takes one request JSON object (alias, method, path,
+// query, headers, body) and a tenant, and performs the request.
+#define OUTLOOP_ABI_VERSION 2
 
 // The result of an export. `OUTLOOP_OK` is 0; every other value names what went wrong.
 //
@@ -57,7 +59,8 @@ enum outloop_status
   OUTLOOP_PANIC = 3,
   // A JSON input did not parse, or was not a JSON object.
   OUTLOOP_INVALID_JSON = 4,
-  // The operation exists in the ABI but not yet in the broker (alias requests).
+  // The operation exists in the ABI but not in this build of the broker (no export of ABI
+  // version 2 returns it; kept so the number is never reused).
   OUTLOOP_UNSUPPORTED = 5,
   // The host config is malformed or inconsistent.
   OUTLOOP_CONFIG = 100,
@@ -219,30 +222,42 @@ outloop_status outloop_call(const struct outloop_broker *broker,
                             uint8_t **out_json,
                             size_t *out_len);
 
-// Sends a request through an alias (a pinned upstream): not supported by this version of the
-// broker, which parses aliases in the config but has no request path for them yet.
+// Sends a request through an alias (`[aliases.<name>]`, a pinned upstream) for the handle's
+// workspace: the whole request flow (tenant, policy with the alias's `METHOD /path` rules,
+// credential, call below the pinned base URL, redaction, audit). Blocks until the whole
+// (capped) response body has arrived.
 //
-// The arguments are checked as for every export (`alias` and `method` required, `path`
-// required, `body` optional), then `OUTLOOP_UNSUPPORTED` is returned; no backend is touched
-// and no audit record is written. The signature is final: when the broker gains alias
-// requests, `out_json` will receive `{status, status_text, headers, body, redactions}`.
+// - `request_json`, `request_len`: a JSON object:
+//   `{"alias": "hubspot", "method": "GET", "path": "/crm/v3/objects/contacts",
+//   "query": "limit=5", "headers": {"Content-Type": "application/json"},
+//   "body": "text"}`. `alias`, `method` (`GET`, `HEAD`, `POST`, `PUT`, `PATCH`, `DELETE`) and
+//   `path` (below the alias's base URL, starting with `/`) are required; `query` (raw, without
+//   `?`), `headers` (name → value) and the body are optional. The body is UTF-8 text in
+//   `body`, or any bytes as standard base64 in `body_base64` (not both). `Authorization`,
+//   `Cookie`, `Proxy-*`, hop-by-hop and `Host` headers are dropped.
+// - `tenant`, `tenant_len`: the tenant the caller expects, or (NULL, 0). A tenant other than
+//   the workspace's is denied before any backend is touched.
+// - `out_json`, `out_len`: on `OUTLOOP_OK`, the redacted response as the JSON object
+//   `outloop call --json` prints, with `action` = `"alias:<name>"`: `action`, `tenant`,
+//   `status`, `status_text`, `headers`, `body` (text), `redactions`. Whatever the upstream
+//   status, the request succeeded if it ran.
 //
 // # Errors
 //
-// `OUTLOOP_NULL_PARAMETER`, `OUTLOOP_INVALID_UTF8`, then always `OUTLOOP_UNSUPPORTED`.
+// `OUTLOOP_NULL_PARAMETER`, `OUTLOOP_INVALID_UTF8`, `OUTLOOP_INVALID_JSON` (not an object,
+// unknown or missing field, bad base64); the broker's statuses as for [`outloop_call`],
+// `OUTLOOP_UNKNOWN_ACTION` for an unknown alias and `OUTLOOP_INVALID_PARAMETER` for a bad
+// method, path (`..`, `//`, backslashes, …), query or header. Every attempt past the argument
+// checks is audited.
 //
 // # Safety
 //
 // As for [`outloop_call`].
 outloop_status outloop_alias_request(const struct outloop_broker *broker,
-                                     const uint8_t *alias,
-                                     size_t alias_len,
-                                     const uint8_t *method,
-                                     size_t method_len,
-                                     const uint8_t *path,
-                                     size_t path_len,
-                                     const uint8_t *body,
-                                     size_t body_len,
+                                     const uint8_t *request_json,
+                                     size_t request_len,
+                                     const uint8_t *tenant,
+                                     size_t tenant_len,
                                      uint8_t **out_json,
                                      size_t *out_len);
 

@@ -1,7 +1,7 @@
 /** Outloop for Node: call approved HTTP actions through the broker without holding the key. */
 
 /** The C ABI version these bindings were written for. */
-export declare const ABI_VERSION: 1;
+export declare const ABI_VERSION: 2;
 /** The C ABI version of the loaded library. */
 export declare function abiVersion(): number;
 /** Throws the Error subclass for a non-zero C ABI status (with the thread's last error). */
@@ -54,6 +54,16 @@ export interface Explanation {
   reason: string;
 }
 
+/** Options of Broker.request(). */
+export interface RequestOptions {
+  /** A raw query string (without `?`), or an object URL-encoded as one. */
+  query?: string | Record<string, string | number | boolean> | null;
+  /** Request headers; Authorization, Cookie, Proxy-*, hop-by-hop and Host are dropped. */
+  headers?: Record<string, string>;
+  /** A string (sent as UTF-8) or bytes (sent base64-encoded, arriving as the same bytes). */
+  body?: string | Uint8Array | null;
+}
+
 /** A broker over one host config and one workspace directory. */
 export declare class Broker {
   constructor(options?: BrokerOptions);
@@ -67,8 +77,12 @@ export declare class Broker {
   redact(data: Uint8Array): Buffer;
   redactCounted(data: string): { output: string; count: number };
   redactCounted(data: Uint8Array): { output: Buffer; count: number };
-  /** Not supported by this version of the broker: always throws Unsupported. */
-  aliasRequest(alias: string, method: string, path: string, body?: Uint8Array | string | null): never;
+  /**
+   * Sends `method path` through alias `alias` with the credential applied host-side; returns
+   * the redacted response (`action` = "alias:<alias>"). Throws PolicyDenied, UnknownAction,
+   * InvalidParameter, and the backend and upstream errors of call().
+   */
+  request(alias: string, method: string, path: string, options?: RequestOptions): CallResult;
   verifyAudit(): number;
 }
 

@@ -16,7 +16,7 @@ const path = require('node:path');
 const koffi = require('koffi');
 
 /** The C ABI version these bindings were written for. */
-const ABI_VERSION = 1;
+const ABI_VERSION = 2;
 
 const LIB_NAME = { darwin: 'liboutloop.dylib', win32: 'outloop.dll' }[process.platform] || 'liboutloop.so';
 
@@ -112,7 +112,7 @@ function library() {
     free: f('void outloop_broker_free(outloop_broker *b)'),
     bufferFree: f('void outloop_buffer_free(uint8_t *ptr, size_t len)'),
     call: f(`int32_t outloop_call(const outloop_broker *b, const uint8_t *action, size_t action_len, const uint8_t *params, size_t params_len, const uint8_t *tenant, size_t tenant_len, ${out})`),
-    alias: f(`int32_t outloop_alias_request(const outloop_broker *b, const uint8_t *alias, size_t alias_len, const uint8_t *method, size_t method_len, const uint8_t *path, size_t path_len, const uint8_t *body, size_t body_len, ${out})`),
+    alias: f(`int32_t outloop_alias_request(const outloop_broker *b, const uint8_t *request, size_t request_len, const uint8_t *tenant, size_t tenant_len, ${out})`),
     actions: f(`int32_t outloop_actions(const outloop_broker *b, ${out})`),
     explain: f(`int32_t outloop_explain(const outloop_broker *b, const uint8_t *action, size_t action_len, const uint8_t *params, size_t params_len, ${out})`),
     redact: f(`int32_t outloop_redact(const outloop_broker *b, const uint8_t *input, size_t input_len, ${out}, _Out_ size_t *out_count)`),
@@ -253,14 +253,30 @@ class Broker {
     return { output: typeof data === 'string' ? bytes.toString('utf8') : bytes, count: Number(count[0]) };
   }
 
-  /** Sends a request through an alias: not supported by this version of the broker; always throws Unsupported. */
-  aliasRequest(alias, method, urlPath, body = null) {
+  /**
+   * Sends `method path` through alias `alias` (`[aliases.<alias>]`, a pinned upstream) for the
+   * workspace, with the credential applied host-side. `path` is below the alias's base URL and
+   * starts with `/`. Options: `query` (a raw query string without `?`, or an object, URL-encoded
+   * here), `headers` ({name: value}; Authorization, Cookie, Proxy-*, hop-by-hop and Host are
+   * dropped), `body` (a string sent as UTF-8, or a Buffer/Uint8Array sent base64-encoded over
+   * the C ABI and arriving as the same bytes). Returns the redacted response, the object
+   * `outloop call --json` prints with `action` = "alias:<alias>". Throws PolicyDenied (outside
+   * the alias's `allow` rules, policy, another tenant), UnknownAction, InvalidParameter (bad
+   * method, path, query or header), and the backend and upstream errors of call().
+   */
+  request(alias, method, urlPath, options = {}) {
     const h = this._h();
-    const [a, al] = arg(alias);
-    const [m, ml] = arg(method);
-    const [p, pl] = arg(urlPath);
-    const [b, bl] = arg(body);
-    return this._json((o, n) => library().alias(h, a, al, m, ml, p, pl, b, bl, o, n));
+    const req = { alias, method, path: urlPath };
+    let { query, headers, body } = options;
+    if (query !== undefined && query !== null) {
+      req.query = typeof query === 'string' ? query : new URLSearchParams(query).toString();
+    }
+    if (headers) req.headers = { ...headers };
+    if (body instanceof Uint8Array) req.body_base64 = Buffer.from(body).toString('base64');
+    else if (body !== undefined && body !== null) req.body = String(body);
+    const [r, rl] = arg(JSON.stringify(req));
+    const [t, tl] = arg(this._tenant);
+    return this._json((o, n) => library().alias(h, r, rl, t, tl, o, n));
   }
 
   /** Verifies the audit log's hash chain; returns the number of records checked. */

@@ -51,14 +51,16 @@ use std::path::{Path, PathBuf};
 
 use outloop_core::action::RawParams;
 use outloop_core::audit::AuditLog;
-use outloop_core::broker::{Broker, CallRequest};
+use outloop_core::broker::{AliasRequest, Broker, CallRequest};
 use outloop_core::config::{HostConfig, Paths};
 use outloop_core::{Error, ErrorKind};
 
 /// The ABI version of this library. Incremented on every incompatible change of the C ABI.
 ///
 /// Version 1: the broker handle, calls, status codes and per-thread last error.
-pub const ABI_VERSION: u32 = 1;
+/// Version 2: `outloop_alias_request` takes one request JSON object (alias, method, path,
+/// query, headers, body) and a tenant, and performs the request.
+pub const ABI_VERSION: u32 = 2;
 
 /// The result of an export. `OUTLOOP_OK` is 0; every other value names what went wrong.
 ///
@@ -79,7 +81,8 @@ pub enum outloop_status {
     OUTLOOP_PANIC = 3,
     /// A JSON input did not parse, or was not a JSON object.
     OUTLOOP_INVALID_JSON = 4,
-    /// The operation exists in the ABI but not yet in the broker (alias requests).
+    /// The operation exists in the ABI but not in this build of the broker (no export of ABI
+    /// version 2 returns it; kept so the number is never reused).
     OUTLOOP_UNSUPPORTED = 5,
     /// The host config is malformed or inconsistent.
     OUTLOOP_CONFIG = 100,
@@ -651,55 +654,133 @@ pub unsafe extern "C" fn outloop_call(
     })
 }
 
-/// Sends a request through an alias (a pinned upstream): not supported by this version of the
-/// broker, which parses aliases in the config but has no request path for them yet.
+/// One alias request as `outloop_alias_request` reads it from JSON.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AliasRequestJson {
+    alias: String,
+    method: String,
+    path: String,
+    #[serde(default)]
+    query: Option<String>,
+    #[serde(default)]
+    headers: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    body: Option<String>,
+    #[serde(default)]
+    body_base64: Option<String>,
+}
+
+/// Parses the request JSON of `outloop_alias_request`.
+fn alias_request_json(text: &str) -> Result<AliasRequestJson, Failure> {
+    // serde_json's message names the field, line and column, never the input text.
+    let r: AliasRequestJson = serde_json::from_str(text).map_err(|e| {
+        Failure::new(
+            OUTLOOP_INVALID_JSON,
+            format!("`request_json` is not a valid alias request: {e}"),
+        )
+    })?;
+    if r.body.is_some() && r.body_base64.is_some() {
+        return Err(Failure::new(
+            OUTLOOP_INVALID_JSON,
+            "`request_json`: give `body` or `body_base64`, not both",
+        ));
+    }
+    Ok(r)
+}
+
+/// Sends a request through an alias (`[aliases.<name>]`, a pinned upstream) for the handle's
+/// workspace: the whole request flow (tenant, policy with the alias's `METHOD /path` rules,
+/// credential, call below the pinned base URL, redaction, audit). Blocks until the whole
+/// (capped) response body has arrived.
 ///
-/// The arguments are checked as for every export (`alias` and `method` required, `path`
-/// required, `body` optional), then `OUTLOOP_UNSUPPORTED` is returned; no backend is touched
-/// and no audit record is written. The signature is final: when the broker gains alias
-/// requests, `out_json` will receive `{status, status_text, headers, body, redactions}`.
+/// - `request_json`, `request_len`: a JSON object:
+///   `{"alias": "hubspot", "method": "GET", "path": "/crm/v3/objects/contacts",
+///   "query": "limit=5", "headers": {"Content-Type": "application/json"},
+///   "body": "text"}`. `alias`, `method` (`GET`, `HEAD`, `POST`, `PUT`, `PATCH`, `DELETE`) and
+///   `path` (below the alias's base URL, starting with `/`) are required; `query` (raw, without
+///   `?`), `headers` (name → value) and the body are optional. The body is UTF-8 text in
+///   `body`, or any bytes as standard base64 in `body_base64` (not both). `Authorization`,
+///   `Cookie`, `Proxy-*`, hop-by-hop and `Host` headers are dropped.
+/// - `tenant`, `tenant_len`: the tenant the caller expects, or (NULL, 0). A tenant other than
+///   the workspace's is denied before any backend is touched.
+/// - `out_json`, `out_len`: on `OUTLOOP_OK`, the redacted response as the JSON object
+///   `outloop call --json` prints, with `action` = `"alias:<name>"`: `action`, `tenant`,
+///   `status`, `status_text`, `headers`, `body` (text), `redactions`. Whatever the upstream
+///   status, the request succeeded if it ran.
 ///
 /// # Errors
 ///
-/// `OUTLOOP_NULL_PARAMETER`, `OUTLOOP_INVALID_UTF8`, then always `OUTLOOP_UNSUPPORTED`.
+/// `OUTLOOP_NULL_PARAMETER`, `OUTLOOP_INVALID_UTF8`, `OUTLOOP_INVALID_JSON` (not an object,
+/// unknown or missing field, bad base64); the broker's statuses as for [`outloop_call`],
+/// `OUTLOOP_UNKNOWN_ACTION` for an unknown alias and `OUTLOOP_INVALID_PARAMETER` for a bad
+/// method, path (`..`, `//`, backslashes, …), query or header. Every attempt past the argument
+/// checks is audited.
 ///
 /// # Safety
 ///
 /// As for [`outloop_call`].
 #[unsafe(no_mangle)]
-#[allow(clippy::too_many_arguments)]
 pub unsafe extern "C" fn outloop_alias_request(
     broker: *const outloop_broker,
-    alias: *const u8,
-    alias_len: usize,
-    method: *const u8,
-    method_len: usize,
-    path: *const u8,
-    path_len: usize,
-    body: *const u8,
-    body_len: usize,
+    request_json: *const u8,
+    request_len: usize,
+    tenant: *const u8,
+    tenant_len: usize,
     out_json: *mut *mut u8,
     out_len: *mut usize,
 ) -> outloop_status {
     boundary("outloop_alias_request", || {
         // SAFETY: the caller's contract.
-        let _ = unsafe { handle(broker) }?;
+        let b = unsafe { handle(broker) }?;
         check_out(out_json, "out_json")?;
         check_out(out_len, "out_len")?;
         // SAFETY: the caller's contract on each pair.
-        let alias = unsafe { text(alias, alias_len, "alias") }?;
+        let text = unsafe { self::text(request_json, request_len, "request_json") }?;
         // SAFETY: as above.
-        unsafe { text(method, method_len, "method") }?;
-        // SAFETY: as above.
-        unsafe { text(path, path_len, "path") }?;
-        // SAFETY: as above.
-        unsafe { input(body, body_len, "body") }?;
-        Err(Failure::new(
-            OUTLOOP_UNSUPPORTED,
-            format!(
-                "alias requests (alias `{alias}`) are not supported by this version of outloop; use an action"
-            ),
-        ))
+        let tenant = unsafe { opt_text(tenant, tenant_len, "tenant") }?;
+        let r = alias_request_json(text)?;
+        let body = match (r.body, r.body_base64) {
+            (Some(t), _) => t.into_bytes(),
+            (None, Some(b64)) => {
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64.as_bytes())
+                    .map_err(|e| {
+                        Failure::new(
+                            OUTLOOP_INVALID_JSON,
+                            format!("`request_json`: `body_base64` is not standard base64: {e}"),
+                        )
+                    })?
+            }
+            (None, None) => Vec::new(),
+        };
+        let alias = r.alias;
+        let result = b.runtime.block_on(async {
+            let resp = b
+                .broker
+                .request(AliasRequest {
+                    workspace: b.workspace.clone(),
+                    tenant: tenant.map(str::to_owned),
+                    alias: alias.clone(),
+                    method: r.method,
+                    path: r.path,
+                    query: r.query,
+                    headers: r.headers.into_iter().collect(),
+                    body,
+                })
+                .await?;
+            // The tenant the broker resolved: the named one, checked equal, or the workspace's.
+            let tenant = match tenant {
+                Some(t) => t.to_owned(),
+                None => outloop_core::workspace::resolve(b.broker.config(), &b.workspace)?.tenant,
+            };
+            resp.collect(&alias, &tenant).await
+        })?;
+        let json = to_json(&result)?;
+        // SAFETY: checked non-NULL above.
+        unsafe { give(out_json, out_len, json) };
+        Ok(())
     })
 }
 

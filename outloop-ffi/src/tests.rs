@@ -33,6 +33,10 @@ fn home() -> Home {
     for d in [&home, &acme, &globex, &unbound] {
         std::fs::create_dir_all(d).unwrap();
     }
+    // Alias requests go to the real httpbin when the suite runs under scripts/test.sh; else to
+    // a port where nothing listens (the tests that need it say so).
+    let httpbin =
+        std::env::var("OUTLOOP_TEST_HTTPBIN").unwrap_or_else(|_| "http://127.0.0.1:9".into());
     let config = format!(
         r#"
 [backends.vault]
@@ -58,10 +62,15 @@ credential = "echo"
 method = "DELETE"
 url = "http://127.0.0.1:9/delete"
 auth = {{ type = "bearer" }}
+[aliases.httpbin]
+credential = "echo"
+base_url = "{httpbin}"
+auth = {{ type = "bearer" }}
+allow = ["GET /bearer", "POST /anything/**"]
 [policy]
 default = "deny"
 [policy.tenants.acme]
-allow = ["echo.get"]
+allow = ["echo.get", "alias:httpbin"]
 "#
     );
     std::fs::write(home.join("config.toml"), config).unwrap();
@@ -417,7 +426,7 @@ fn actions_explain_redact_and_alias() {
             .iter()
             .map(|a| a["name"].as_str().unwrap())
             .collect();
-        assert_eq!(names, ["echo.get"]);
+        assert_eq!(names, ["echo.get", "alias:httpbin"]);
 
         let a = b"echo.delete";
         assert_eq!(
@@ -463,40 +472,99 @@ fn actions_explain_redact_and_alias() {
             "input",
         );
 
-        let (al, m, p) = ("hubspot", "GET", "/x");
+        // Alias requests refused before any upstream call: bad JSON, NULL pointers, a path
+        // outside the alias's rules, another tenant, an unknown alias.
+        let alias = |req: &str, tenant: Option<&str>, o: &mut *mut u8, l: &mut usize| {
+            let (t, tl) = tenant.map_or((ptr::null(), 0), |t| (t.as_ptr(), t.len()));
+            outloop_alias_request(b, req.as_ptr(), req.len(), t, tl, o, l)
+        };
+        for (req, status, needle) in [
+            ("nope", OUTLOOP_INVALID_JSON, "request_json"),
+            ("[1]", OUTLOOP_INVALID_JSON, "request_json"),
+            (
+                r#"{"alias":"httpbin","method":"GET"}"#,
+                OUTLOOP_INVALID_JSON,
+                "path",
+            ),
+            (
+                r#"{"alias":"httpbin","method":"GET","path":"/bearer","extra":1}"#,
+                OUTLOOP_INVALID_JSON,
+                "extra",
+            ),
+            (
+                r#"{"alias":"httpbin","method":"POST","path":"/anything/x","body":"a","body_base64":"YQ=="}"#,
+                OUTLOOP_INVALID_JSON,
+                "body_base64",
+            ),
+            (
+                r#"{"alias":"httpbin","method":"POST","path":"/anything/x","body_base64":"%%"}"#,
+                OUTLOOP_INVALID_JSON,
+                "base64",
+            ),
+            (
+                r#"{"alias":"httpbin","method":"GET","path":"/headers"}"#,
+                OUTLOOP_POLICY_DENIED,
+                "aliases.httpbin.allow",
+            ),
+            (
+                r#"{"alias":"httpbin","method":"GET","path":"/anything/../bearer"}"#,
+                OUTLOOP_INVALID_PARAMETER,
+                "path",
+            ),
+            (
+                r#"{"alias":"nosuch","method":"GET","path":"/x"}"#,
+                OUTLOOP_UNKNOWN_ACTION,
+                "nosuch",
+            ),
+        ] {
+            assert_fails(alias(req, None, &mut o, &mut l), status, needle);
+        }
         assert_fails(
-            outloop_alias_request(
-                b,
-                al.as_ptr(),
-                al.len(),
-                m.as_ptr(),
-                m.len(),
-                p.as_ptr(),
-                p.len(),
-                ptr::null(),
-                0,
+            alias(
+                r#"{"alias":"httpbin","method":"GET","path":"/bearer"}"#,
+                Some("globex"),
                 &mut o,
                 &mut l,
             ),
-            OUTLOOP_UNSUPPORTED,
-            "not supported",
+            OUTLOOP_POLICY_DENIED,
+            "globex",
+        );
+        let req = r#"{"alias":"httpbin","method":"GET","path":"/bearer"}"#;
+        assert_fails(
+            outloop_alias_request(b, ptr::null(), 0, ptr::null(), 0, &mut o, &mut l),
+            OUTLOOP_NULL_PARAMETER,
+            "request_json",
+        );
+        assert_fails(
+            outloop_alias_request(b, req.as_ptr(), req.len(), ptr::null(), 3, &mut o, &mut l),
+            OUTLOOP_NULL_PARAMETER,
+            "tenant",
         );
         assert_fails(
             outloop_alias_request(
                 b,
-                al.as_ptr(),
-                al.len(),
+                req.as_ptr(),
+                req.len(),
                 ptr::null(),
                 0,
-                p.as_ptr(),
-                p.len(),
+                ptr::null_mut(),
+                &mut l,
+            ),
+            OUTLOOP_NULL_PARAMETER,
+            "out_json",
+        );
+        assert_fails(
+            outloop_alias_request(
+                ptr::null(),
+                req.as_ptr(),
+                req.len(),
                 ptr::null(),
                 0,
                 &mut o,
                 &mut l,
             ),
             OUTLOOP_NULL_PARAMETER,
-            "method",
+            "broker",
         );
         assert_fails(
             outloop_audit_verify(b, ptr::null_mut()),
@@ -535,4 +603,62 @@ fn a_handle_serves_several_threads() {
     }
     // SAFETY: every thread has finished; freed once.
     unsafe { outloop_broker_free(b as *mut outloop_broker) };
+}
+
+/// An allowed alias request through the real httpbin (`OUTLOOP_TEST_HTTPBIN`, set by
+/// scripts/test.sh): `/bearer` echoes the token, `/anything` the body and query.
+#[test]
+fn alias_request_through_httpbin() {
+    assert!(
+        std::env::var("OUTLOOP_TEST_HTTPBIN").is_ok(),
+        "OUTLOOP_TEST_HTTPBIN is not set: run the suite with scripts/test.sh, which starts httpbin"
+    );
+    let h = home();
+    let b = open(&h, &h.acme);
+    let (mut o, mut l) = (ptr::null_mut(), 0usize);
+    // SAFETY: a live handle, valid pairs and writable out-parameters throughout.
+    unsafe {
+        let req = r#"{"alias":"httpbin","method":"GET","path":"/bearer","headers":{"Authorization":"Bearer FAKE-agent"}}"#;
+        let t = "acme";
+        assert_eq!(
+            outloop_alias_request(
+                b,
+                req.as_ptr(),
+                req.len(),
+                t.as_ptr(),
+                t.len(),
+                &mut o,
+                &mut l
+            ),
+            OUTLOOP_OK,
+            "{:?}",
+            last_error()
+        );
+        let text = take(o, l);
+        assert!(!text.contains("FAKE"), "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["action"], "alias:httpbin");
+        assert_eq!(v["tenant"], "acme");
+        assert_eq!(v["status"], 200);
+        let body: serde_json::Value = serde_json::from_str(v["body"].as_str().unwrap()).unwrap();
+        assert_eq!(body["token"], "[REDACTED:echo]");
+        assert!(v["redactions"].as_u64().unwrap() >= 1);
+
+        let req = r#"{"alias":"httpbin","method":"POST","path":"/anything/x","query":"a=1","headers":{"Content-Type":"application/octet-stream"},"body_base64":"AAEC/w=="}"#;
+        assert_eq!(
+            outloop_alias_request(b, req.as_ptr(), req.len(), ptr::null(), 0, &mut o, &mut l),
+            OUTLOOP_OK,
+            "{:?}",
+            last_error()
+        );
+        let v: serde_json::Value = serde_json::from_str(&take(o, l)).unwrap();
+        let body: serde_json::Value = serde_json::from_str(v["body"].as_str().unwrap()).unwrap();
+        assert_eq!(body["args"]["a"], "1");
+        assert_eq!(
+            body["data"],
+            "data:application/octet-stream;base64,AAEC/w=="
+        );
+        assert_eq!(v["tenant"], "acme");
+        outloop_broker_free(b);
+    }
 }

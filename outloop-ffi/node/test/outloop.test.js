@@ -73,8 +73,14 @@ method = "DELETE"
 url = "${httpbin}/delete"
 auth = { type = "bearer" }
 
+[aliases.httpbin]
+credential = "echo"
+base_url = "${httpbin}"
+auth = { type = "bearer" }
+allow = ["GET /bearer", "GET /headers", "POST /anything/**"]
+
 [policy.tenants.acme]
-allow = ["echo.bearer", "echo.anything"]
+allow = ["echo.bearer", "echo.anything", "alias:httpbin"]
 [policy.tenants.globex]
 allow = ["echo.bearer"]
 `;
@@ -99,7 +105,7 @@ function withBroker(opts, fn) {
 }
 
 test('ABI version', () => {
-  assert.equal(outloop.abiVersion(), 1);
+  assert.equal(outloop.abiVersion(), 2);
 });
 
 test('a call returns the redacted upstream echo', () => {
@@ -184,7 +190,7 @@ test('an unbound workspace is refused', () => {
 
 test('actions and explain', () => {
   withBroker({ workspace: env.acme }, (b) => {
-    assert.deepEqual(b.actions().map((a) => a.name), ['echo.anything', 'echo.bearer']);
+    assert.deepEqual(b.actions().map((a) => a.name), ['echo.anything', 'echo.bearer', 'alias:httpbin']);
     const e = b.explain('echo.delete');
     assert.equal(e.decision, 'deny');
     assert.equal(e.tenant, 'acme');
@@ -203,9 +209,50 @@ test('redact uses the workspace tenant\'s secrets', () => {
   });
 });
 
-test('alias requests are unsupported', () => {
+test('request() through an alias comes back redacted', () => {
   withBroker({ workspace: env.acme }, (b) => {
-    assert.throws(() => b.aliasRequest('hubspot', 'GET', '/crm/v3/objects'), outloop.Unsupported);
+    let r = b.request('httpbin', 'GET', '/headers', { headers: { Authorization: 'Bearer FAKE-agent', 'X-Agent': 'seen' } });
+    assert.equal(r.action, 'alias:httpbin');
+    assert.equal(r.tenant, 'acme');
+    assert.equal(r.status, 200);
+    const h = JSON.parse(r.body).headers;
+    assert.equal(h.Authorization, 'Bearer [REDACTED:echo]');
+    assert.equal(h['X-Agent'], 'seen');
+    assert.ok(r.redactions >= 1);
+    noSecret(r);
+    r = b.request('httpbin', 'POST', '/anything/items', {
+      query: { page: 2 }, headers: { 'Content-Type': 'application/octet-stream' }, body: Buffer.from([0, 1, 0xff]),
+    });
+    const body = JSON.parse(r.body);
+    assert.deepEqual(body.args, { page: '2' });
+    assert.equal(body.data, 'data:application/octet-stream;base64,AAH/');
+    assert.equal(JSON.parse(b.request('httpbin', 'POST', '/anything/t', { body: 'plain text' }).body).data, 'plain text');
+  });
+  noSecret(env.audit());
+  assert.ok(env.audit().includes('"request":"GET /headers"'));
+});
+
+test('request() refusals: denied path, bad path, unknown alias, wrong tenant, bad JSON, NULL', () => {
+  withBroker({ workspace: env.acme }, (b) => {
+    assert.throws(() => b.request('httpbin', 'GET', '/anything/x'), (e) => e instanceof outloop.PolicyDenied && /aliases\.httpbin\.allow/.test(e.message));
+    assert.throws(() => b.request('httpbin', 'GET', '/anything/%2e%2e/bearer'), outloop.InvalidParameter);
+    assert.throws(() => b.request('nosuch', 'GET', '/x'), outloop.UnknownAction);
+    const f = outloop.library();
+    for (const bad of ['{oops', '{"alias":"httpbin"}', '{"alias":"httpbin","method":"GET","path":"/bearer","x":1}']) {
+      const r = Buffer.from(bad);
+      const out = [null];
+      const status = f.alias(b._h(), r, r.length, null, 0, out, [0]);
+      assert.throws(() => outloop.check(status), outloop.InvalidJson);
+      assert.equal(out[0], null);
+    }
+    assert.throws(() => outloop.check(f.alias(b._h(), null, 0, null, 0, [null], [0])), (e) => e instanceof outloop.NullParameter && /request_json/.test(e.message));
+    assert.throws(() => outloop.check(f.alias(null, Buffer.from('{}'), 2, null, 0, [null], [0])), (e) => e instanceof outloop.NullParameter && /broker/.test(e.message));
+  });
+  withBroker({ workspace: env.acme, tenant: 'globex' }, (b) => {
+    assert.throws(() => b.request('httpbin', 'GET', '/bearer'), (e) => e instanceof outloop.PolicyDenied && /globex/.test(e.message));
+  });
+  withBroker({ workspace: env.globex }, (b) => {
+    assert.throws(() => b.request('httpbin', 'GET', '/bearer'), outloop.PolicyDenied);
   });
 });
 

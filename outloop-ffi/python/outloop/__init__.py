@@ -8,6 +8,7 @@ result; every attempt is audited. No call here ever returns a raw secret.
     >>> with outloop.Broker(workspace="/home/me/clients/acme") as b:   # doctest: +SKIP
     ...     r = b.call("hubspot.contacts.list", limit=5)
     ...     print(r["status"], r["redactions"])
+    ...     r = b.request("hubspot", "GET", "/crm/v3/objects/contacts", query={"limit": 5})
 
 The library is found through ``$OUTLOOP_FFI_LIB``, else beside this package, else in the cargo
 target dir. Errors are raised as the classes of :mod:`outloop.errors`, re-exported here.
@@ -252,18 +253,55 @@ class Broker:
             return out.decode("utf-8", "surrogateescape"), count.value
         return out, count.value
 
-    def alias_request(
-        self, alias: str, method: str, path: str, body: Optional[bytes] = None
+    def request(
+        self,
+        alias: str,
+        method: str,
+        path: str,
+        *,
+        query: Optional[Union[str, Dict[str, Any]]] = None,
+        headers: Optional[Dict[str, str]] = None,
+        body: Optional[Union[str, bytes]] = None,
     ) -> JsonObject:
-        """Sends a request through an alias. Not supported by this version of the broker:
-        always raises :class:`Unsupported` (after checking the arguments)."""
+        """Sends ``method path`` through alias ``alias`` (``[aliases.<alias>]``: a pinned
+        upstream) for the workspace, with the credential applied host-side.
+
+        ``path`` is below the alias's base URL and starts with ``/``; ``query`` is a raw query
+        string (without ``?``) or a dict (URL-encoded here); ``headers`` the request headers
+        (``Authorization``, ``Cookie``, ``Proxy-*``, hop-by-hop and ``Host`` are dropped);
+        ``body`` text (sent as UTF-8) or bytes (sent base64-encoded over the C ABI, arriving as
+        the same bytes).
+
+        Returns the redacted response, the object ``outloop call --json`` prints, with
+        ``action`` = ``"alias:<alias>"``. Any upstream status is a result, not an error.
+
+        Raises:
+            PolicyDenied: the method and path match none of the alias's ``allow`` rules, policy
+                denies it, or the handle names another tenant (no backend touched).
+            UnknownAction: no such alias. InvalidParameter: a bad method, path (``..``,
+                ``//``, backslashes), query or header.
+            BackendError subclasses, UpstreamError subclasses: as for :meth:`call`.
+        """
         h = self._h()
-        a, al = _arg(alias)
-        m, ml = _arg(method)
-        p, pl = _arg(path)
-        b, bl = _arg(body)
+        req: Dict[str, Any] = {"alias": alias, "method": method, "path": path}
+        if query is not None:
+            if isinstance(query, dict):
+                from urllib.parse import urlencode
+
+                query = urlencode(query)
+            req["query"] = query
+        if headers:
+            req["headers"] = dict(headers)
+        if isinstance(body, bytes):
+            import base64
+
+            req["body_base64"] = base64.b64encode(body).decode("ascii")
+        elif body is not None:
+            req["body"] = body
+        r, rl = _arg(json.dumps(req))
+        t, tl = _arg(self._tenant)
         return self._json_out(
-            lambda o, n: self._lib.outloop_alias_request(h, a, al, m, ml, p, pl, b, bl, o, n)
+            lambda o, n: self._lib.outloop_alias_request(h, r, rl, t, tl, o, n)
         )
 
     def verify_audit(self) -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import List, Optional
 
 #: The C ABI version these bindings were written for (``outloop_abi_version()``).
-ABI_VERSION = 1
+ABI_VERSION = 2
 
 _NAMES = {"darwin": "liboutloop.dylib", "win32": "outloop.dll"}
 LIB_NAME = _NAMES.get(sys.platform, "liboutloop.so")
@@ -73,10 +73,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     fn("outloop_broker_free", None, vp)
     fn("outloop_buffer_free", None, vp, c_size)
     fn("outloop_call", c_status, vp, c_u8p, c_size, c_u8p, c_size, c_u8p, c_size, c_outbuf, c_outlen)
-    fn(
-        "outloop_alias_request", c_status, vp, c_u8p, c_size, c_u8p, c_size, c_u8p, c_size,
-        c_u8p, c_size, c_outbuf, c_outlen,
-    )
+    fn("outloop_alias_request", c_status, vp, c_u8p, c_size, c_u8p, c_size, c_outbuf, c_outlen)
     fn("outloop_actions", c_status, vp, c_outbuf, c_outlen)
     fn("outloop_explain", c_status, vp, c_u8p, c_size, c_u8p, c_size, c_outbuf, c_outlen)
     fn("outloop_redact", c_status, vp, c_u8p, c_size, c_outbuf, c_outlen, ctypes.POINTER(c_size))

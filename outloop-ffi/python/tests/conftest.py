@@ -83,8 +83,15 @@ method = "DELETE"
 url = "{httpbin}/delete"
 auth = {{ type = "bearer" }}
 
+[aliases.httpbin]
+description = "httpbin below its root"
+credential = "echo"
+base_url = "{httpbin}"
+auth = {{ type = "bearer" }}
+allow = ["GET /bearer", "GET /headers", "POST /anything/**"]
+
 [policy.tenants.acme]
-allow = ["echo.bearer", "echo.anything"]
+allow = ["echo.bearer", "echo.anything", "alias:httpbin"]
 [policy.tenants.globex]
 allow = ["echo.bearer"]
 '''

@@ -25,7 +25,7 @@ def no_secret(*texts: object) -> None:
 
 
 def test_abi_version() -> None:
-    assert outloop.abi_version() == 1
+    assert outloop.abi_version() == 2
 
 
 def test_call_returns_the_redacted_upstream_echo(env: Env) -> None:
@@ -117,7 +117,7 @@ def test_unbound_workspace(env: Env) -> None:
 def test_actions_and_explain(env: Env) -> None:
     with outloop.Broker(env.home, env.acme) as b:
         names = [a["name"] for a in b.actions()]
-        assert names == ["echo.anything", "echo.bearer"]
+        assert names == ["echo.anything", "echo.bearer", "alias:httpbin"]
         e = b.explain("echo.delete")
         assert e["decision"] == "deny" and e["tenant"] == "acme"
         assert b.explain("echo.anything", q="x")["decision"] == "allow"
@@ -133,10 +133,60 @@ def test_redact_uses_the_workspace_tenants_secrets(env: Env) -> None:
         assert raw == b"[REDACTED:echo]\x00\xff"
 
 
-def test_alias_request_is_unsupported(env: Env) -> None:
+def test_request_through_an_alias_is_redacted(env: Env) -> None:
     with outloop.Broker(env.home, env.acme) as b:
-        with pytest.raises(outloop.Unsupported):
-            b.alias_request("hubspot", "GET", "/crm/v3/objects")
+        r = b.request("httpbin", "GET", "/headers",
+                      headers={"Authorization": "Bearer FAKE-agent", "X-Agent": "seen"})
+        assert r["action"] == "alias:httpbin" and r["tenant"] == "acme" and r["status"] == 200
+        h = json.loads(r["body"])["headers"]
+        assert h["Authorization"] == "Bearer [REDACTED:echo]" and h["X-Agent"] == "seen"
+        assert r["redactions"] >= 1
+        no_secret(r)
+        r = b.request("httpbin", "POST", "/anything/items", query={"page": 2},
+                      headers={"Content-Type": "application/octet-stream"}, body=b"\x00\x01\xff")
+        body = json.loads(r["body"])
+        assert body["args"] == {"page": "2"}
+        assert body["data"] == "data:application/octet-stream;base64,AAH/"
+        r = b.request("httpbin", "POST", "/anything/t", body="plain text")
+        assert json.loads(r["body"])["data"] == "plain text"
+    no_secret(env.audit_text)
+    assert '"request":"GET /headers"' in env.audit_text
+
+
+def test_request_refusals(env: Env) -> None:
+    with outloop.Broker(env.home, env.acme) as b:
+        with pytest.raises(outloop.PolicyDenied) as e:
+            b.request("httpbin", "GET", "/anything/x")
+        assert "aliases.httpbin.allow" in str(e.value)
+        with pytest.raises(outloop.InvalidParameter):
+            b.request("httpbin", "GET", "/anything/%2e%2e/bearer")
+        with pytest.raises(outloop.UnknownAction):
+            b.request("nosuch", "GET", "/x")
+    with outloop.Broker(env.home, env.acme, tenant="globex") as b:
+        with pytest.raises(outloop.PolicyDenied) as e:
+            b.request("httpbin", "GET", "/bearer")
+        assert "globex" in str(e.value)
+        no_secret(e.value)
+    with outloop.Broker(env.home, env.globex) as b:
+        with pytest.raises(outloop.PolicyDenied):
+            b.request("httpbin", "GET", "/bearer")
+    lib = outloop.library()
+    import ctypes
+
+    with outloop.Broker(env.home, env.acme) as b:
+        out, n = ctypes.c_void_p(), ctypes.c_size_t()
+        for bad in (b"{oops", b'{"alias":"httpbin"}', b'{"alias":"httpbin","method":"GET","path":"/bearer","x":1}'):
+            status = lib.outloop_alias_request(b._h(), bad, len(bad), None, 0,
+                                               ctypes.byref(out), ctypes.byref(n))
+            with pytest.raises(outloop.InvalidJson):
+                outloop._check(lib, status)
+            assert out.value is None, "out-parameter written on failure"
+        status = lib.outloop_alias_request(b._h(), None, 0, None, 0, ctypes.byref(out), ctypes.byref(n))
+        with pytest.raises(outloop.NullParameter, match="request_json"):
+            outloop._check(lib, status)
+    status = lib.outloop_alias_request(None, b"{}", 2, None, 0, None, None)
+    with pytest.raises(outloop.NullParameter, match="broker"):
+        outloop._check(lib, status)
 
 
 def test_audit_verifies_and_holds_no_secret(env: Env) -> None:
