@@ -608,6 +608,8 @@ impl Broker {
                     params: BTreeMap::new(),
                     timeout_secs: None,
                     max_response_bytes: Some(1024 * 1024),
+                    write: Some(false),
+                    credential_headers: BTreeMap::new(),
                 };
                 let probe =
                     HttpAction::new(&format!("pin:{tenant}.{name}"), &cfg, self.client.clone())?;
@@ -680,11 +682,20 @@ impl Broker {
                 .await
                 .map_err(|e| e.context(format!("credential `{name}` of tenant `{tenant}`")))?;
             if let Some(pin) = &entry.pin {
-                let auth = self
-                    .config
-                    .actions
-                    .get(action.name())
-                    .and_then(|a| a.auth.clone())
+                let cfg = self.config.actions.get(action.name());
+                // A credential the action sends in a `credential_headers` header is probed
+                // the same way; the main credential with the action's `auth`.
+                let as_header = cfg.and_then(|a| {
+                    a.credential_headers
+                        .iter()
+                        .find(|(_, c)| **c == name && a.credential.as_deref() != Some(&name))
+                        .map(|(h, _)| AuthConfig::Header {
+                            name: h.clone(),
+                            format: None,
+                        })
+                });
+                let auth = as_header
+                    .or_else(|| cfg.and_then(|a| a.auth.clone()))
                     .unwrap_or(AuthConfig::Bearer);
                 self.check_pin(tenant, &name, &value, pin, auth).await?;
             }

@@ -133,6 +133,8 @@ pub struct HttpAction {
     description: String,
     credential: Option<String>,
     auth: Option<Auth>,
+    /// `credential_headers`: each header carries one more credential's value, whole.
+    credential_headers: Vec<(HeaderName, String)>,
     method: Method,
     url: UrlTemplate,
     query: Vec<(String, Template)>,
@@ -263,6 +265,24 @@ impl HttpAction {
             }),
         };
 
+        let mut credential_headers = Vec::new();
+        for (h, c) in &config.credential_headers {
+            let header = HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
+                cfg_err(format!(
+                    "credential_headers: `{h}` is not a valid header name"
+                ))
+            })?;
+            if headers.iter().any(|(n, _)| *n == header)
+                || matches!(&auth, Some(Auth::Header { name, .. }) if *name == header)
+                || header == AUTHORIZATION
+            {
+                return Err(cfg_err(format!(
+                    "credential_headers: `{h}` is also set by `headers` or `auth`"
+                )));
+            }
+            credential_headers.push((header, c.clone()));
+        }
+
         let timeout_secs = config.timeout_secs.unwrap_or(DEFAULT_TIMEOUT_SECS);
         if timeout_secs == 0 {
             return Err(cfg_err("timeout_secs must be at least 1".into()));
@@ -281,6 +301,7 @@ impl HttpAction {
             description: config.description.clone().unwrap_or_default(),
             credential: config.credential.clone(),
             auth,
+            credential_headers,
             method: method_of(config.method),
             url,
             query,
@@ -314,7 +335,9 @@ impl HttpAction {
         Ok((url, headers, body))
     }
 
-    /// One request with the credential applied where `auth` says, as the last step.
+    /// One request with the credential applied where `auth` says, and each `extra`
+    /// (header, credential name, value) from `credential_headers`, as the last step.
+    #[allow(clippy::too_many_arguments)]
     fn request(
         &self,
         method: &Method,
@@ -322,6 +345,7 @@ impl HttpAction {
         headers: &HeaderMap,
         body: Option<&Bytes>,
         secret: Option<&SecretValue>,
+        extra: &[(&HeaderName, &str, &SecretValue)],
         timeout: Duration,
     ) -> Result<reqwest::Request> {
         let mut url = url.clone();
@@ -380,6 +404,19 @@ impl HttpAction {
                 }
                 Auth::Query { name } => set_query_secret(&mut url, name, bytes),
             }
+        }
+        for (header, credential, value) in extra {
+            let mut v = HeaderValue::from_bytes(value.expose_secret()).map_err(|_| {
+                Error::new(
+                    ErrorKind::InvalidSecret,
+                    format!(
+                        "credential `{credential}` of action `{}` cannot be sent in header `{header}`: it holds bytes a header cannot carry (such as CR, LF or NUL)",
+                        self.name
+                    ),
+                )
+            })?;
+            v.set_sensitive(true);
+            headers.insert((*header).clone(), v);
         }
         let mut req = reqwest::Request::new(method.clone(), url);
         *req.headers_mut() = headers;
@@ -734,7 +771,13 @@ impl Action for HttpAction {
     }
 
     fn credentials(&self) -> Vec<String> {
-        self.credential.iter().cloned().collect()
+        let mut out: Vec<String> = self.credential.iter().cloned().collect();
+        for (_, c) in &self.credential_headers {
+            if !out.contains(c) {
+                out.push(c.clone());
+            }
+        }
+        out
     }
 
     fn params_schema(&self) -> serde_json::Value {
@@ -755,6 +798,16 @@ impl Action for HttpAction {
             })?),
             None => None,
         };
+        let mut extra = Vec::with_capacity(self.credential_headers.len());
+        for (header, c) in &self.credential_headers {
+            let value = credentials.get(c).ok_or_else(|| {
+                Error::internal(format!(
+                    "credential `{c}` of action `{}` was not resolved before execution",
+                    self.name
+                ))
+            })?;
+            extra.push((header, c.as_str(), value));
+        }
         let (mut url, headers, mut body) = self.prepare(params)?;
         let mut method = self.method.clone();
         let deadline = Instant::now() + self.timeout;
@@ -769,7 +822,15 @@ impl Action for HttpAction {
                     format!("{host} did not answer within {} s", self.timeout.as_secs()),
                 ));
             }
-            let req = self.request(&method, &url, &headers, body.as_ref(), secret, remaining)?;
+            let req = self.request(
+                &method,
+                &url,
+                &headers,
+                body.as_ref(),
+                secret,
+                &extra,
+                remaining,
+            )?;
             let resp = self
                 .client
                 .inner

@@ -350,6 +350,7 @@ async fn auth_header_values_are_sensitive() {
                 &headers,
                 body.as_ref(),
                 c.get("svc"),
+                &[],
                 Duration::from_secs(1),
             )
             .unwrap();
@@ -1007,4 +1008,71 @@ fn debug_output_carries_no_secret() {
     let shown = format!("{a:?} {:?}", a.client);
     assert!(shown.contains("test.action"));
     assert!(!shown.contains("FAKE"));
+}
+
+// ---- credential_headers ----
+
+#[tokio::test]
+async fn credential_headers_carry_a_second_credential_whole_and_sensitive() {
+    let mut srv = serve(vec![ok("{}")]).await;
+    let a = action(&format!(
+        r#"
+        credential = "svc"
+        method = "POST"
+        url = "{}"
+        auth = {{ type = "bearer" }}
+        credential_headers = {{ "developer-token" = "dev" }}
+        body = {{ query = "SELECT 1" }}
+        "#,
+        srv.url("/v24/customers/1/googleAds:searchStream")
+    ));
+    assert_eq!(a.credentials(), vec!["svc".to_owned(), "dev".to_owned()]);
+    let mut c = creds("svc", BEARER);
+    c.insert("dev", SecretValue::from_string(KEY.to_owned()));
+    let (url, headers, body) = a.prepare(&Params::default()).unwrap();
+    let dev = c.get("dev").unwrap();
+    let extra = [(&a.credential_headers[0].0, "dev", dev)];
+    let req = a
+        .request(
+            &a.method,
+            &url,
+            &headers,
+            body.as_ref(),
+            c.get("svc"),
+            &extra,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+    assert!(req.headers()["developer-token"].is_sensitive());
+
+    let resp = run(&a, &[], &c).await.unwrap();
+    assert_eq!(resp.status, 200);
+    let seen = srv.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].header("developer-token"), Some(KEY));
+    assert_eq!(
+        seen[0].header("authorization"),
+        Some(format!("Bearer {BEARER}").as_str())
+    );
+    assert_eq!(seen[0].raw.matches(KEY).count(), 1, "{}", seen[0].raw);
+}
+
+#[tokio::test]
+async fn unresolved_credential_header_is_internal_and_sends_nothing() {
+    let l = silent_listener();
+    let a = action(&format!(
+        r#"
+        credential = "svc"
+        method = "GET"
+        url = "http://{}/x"
+        auth = {{ type = "bearer" }}
+        credential_headers = {{ "developer-token" = "dev" }}
+        "#,
+        l.local_addr().unwrap()
+    ));
+    let e = run(&a, &[], &creds("svc", BEARER)).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Internal);
+    assert!(e.message().contains("`dev`"), "{e}");
+    assert_clean(&e);
+    assert_untouched(&l);
 }
