@@ -112,6 +112,7 @@ fn action_json(name: &str, a: &ActionConfig) -> Value {
         "headers": a.headers,
         "query": a.query,
         "body": a.body,
+        "form": a.form,
         "write": a.is_write(),
         "params": params,
     })

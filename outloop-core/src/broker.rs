@@ -610,6 +610,7 @@ impl Broker {
                     max_response_bytes: Some(1024 * 1024),
                     write: Some(false),
                     credential_headers: BTreeMap::new(),
+                    form: BTreeMap::new(),
                 };
                 let probe =
                     HttpAction::new(&format!("pin:{tenant}.{name}"), &cfg, self.client.clone())?;

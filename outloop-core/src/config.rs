@@ -403,6 +403,12 @@ pub struct ActionConfig {
     /// tenant like `credential`, applied at the last moment and redacted from the response.
     #[serde(default)]
     pub credential_headers: BTreeMap<String, String>,
+    /// A form body (`application/x-www-form-urlencoded`) instead of a JSON `body`: field name
+    /// → value template, as Stripe takes writes (<https://docs.stripe.com/api#intro>). Field
+    /// names are literal (`metadata[order]` works); a field whose placeholders all lack a value
+    /// is left out. Not with `body`, and not on GET or HEAD.
+    #[serde(default)]
+    pub form: BTreeMap<String, String>,
 }
 
 impl ActionConfig {
@@ -1263,7 +1269,12 @@ fn validate_action(a: &ActionConfig) -> std::result::Result<(), (String, String)
 
     let mut used: Vec<String> = Vec::new();
     used.extend(placeholders(rest).into_iter().map(str::to_owned));
-    for v in a.query.values().chain(a.headers.values()) {
+    for v in a
+        .query
+        .values()
+        .chain(a.headers.values())
+        .chain(a.form.values())
+    {
         used.extend(placeholders(v).into_iter().map(str::to_owned));
     }
     if let Some(body) = &a.body {
@@ -1294,6 +1305,20 @@ fn validate_action(a: &ActionConfig) -> std::result::Result<(), (String, String)
             return Err((
                 format!("headers.{}", key(h)),
                 "may not be set by an action".into(),
+            ));
+        }
+    }
+    if !a.form.is_empty() {
+        if a.body.is_some() {
+            return Err((
+                "form".into(),
+                "use either `body` (JSON) or `form`, not both".into(),
+            ));
+        }
+        if a.method.is_read_only() {
+            return Err((
+                "form".into(),
+                format!("a {} request has no body", a.method.as_str()),
             ));
         }
     }

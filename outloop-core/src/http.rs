@@ -140,6 +140,8 @@ pub struct HttpAction {
     query: Vec<(String, Template)>,
     headers: Vec<(HeaderName, Template)>,
     body: Option<serde_json::Value>,
+    /// `form`: field name → value template, sent form-encoded.
+    form: Vec<(String, Template)>,
     params: CompiledParams,
     timeout: Duration,
     max_bytes: u64,
@@ -213,6 +215,19 @@ impl HttpAction {
         }
         if let Some(b) = &config.body {
             body_placeholders(b, &mut used);
+        }
+        let form: Vec<(String, Template)> = config
+            .form
+            .iter()
+            .map(|(k, v)| (k.clone(), Template::parse(v)))
+            .collect();
+        for (_, t) in &form {
+            used.extend(t.params().map(str::to_owned));
+        }
+        if !form.is_empty() && (config.body.is_some() || config.method.is_read_only()) {
+            return Err(cfg_err(
+                "form: not with `body`, and not on GET or HEAD".into(),
+            ));
         }
         if let Some(p) = used
             .iter()
@@ -307,6 +322,7 @@ impl HttpAction {
             query,
             headers,
             body: config.body.clone(),
+            form,
             params,
             timeout: Duration::from_secs(timeout_secs),
             max_bytes,
@@ -315,7 +331,8 @@ impl HttpAction {
     }
 
     /// The request as the action declares it, before the credential: URL with query, headers,
-    /// and the JSON body bytes.
+    /// and the JSON or form body bytes (a form body sets its `Content-Type` unless `headers`
+    /// does).
     fn prepare(&self, params: &Params) -> Result<(Url, HeaderMap, Option<Bytes>)> {
         let mut url = self.url.build(params)?;
         template::append_query(&mut url, &self.query, params);
@@ -332,6 +349,21 @@ impl HttpAction {
             },
             None => None,
         };
+        if !self.form.is_empty() {
+            let mut ser = url::form_urlencoded::Serializer::new(String::new());
+            for (k, t) in &self.form {
+                if !t.all_absent(params) {
+                    ser.append_pair(k, &t.render(params));
+                }
+            }
+            if !headers.contains_key(CONTENT_TYPE) {
+                headers.insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("application/x-www-form-urlencoded"),
+                );
+            }
+            return Ok((url, headers, Some(Bytes::from(ser.finish()))));
+        }
         Ok((url, headers, body))
     }
 

@@ -318,6 +318,14 @@ const ACTIONS: &[(&str, &str, &str, bool)] = &[
         "/v1/customers/{customer_id}",
         false,
     ),
+    // https://docs.stripe.com/api/customers/create, .../update (form-encoded bodies)
+    ("stripe.customers.create", "POST", "/v1/customers", true),
+    (
+        "stripe.customers.update",
+        "POST",
+        "/v1/customers/{customer_id}",
+        true,
+    ),
     ("stripe.charges.list", "GET", "/v1/charges", false),
     (
         "stripe.charges.get",
@@ -389,7 +397,16 @@ fn every_action_matches_the_vendors_documented_form() {
                 assert_eq!(a["headers"][h], *val, "{name}: header {h}");
             }
             if write || method != "GET" {
-                assert!(a["body"].is_object(), "{name}: JSON body");
+                let form = a["form"].as_object().is_some_and(|f| !f.is_empty());
+                assert!(
+                    a["body"].is_object() != form,
+                    "{name}: a JSON body or a form, one of them"
+                );
+                assert_eq!(
+                    form,
+                    v.pack == "stripe.toml",
+                    "{name}: only Stripe uses forms"
+                );
             }
             seen.push(name.to_owned());
         }
@@ -407,7 +424,7 @@ fn every_action_matches_the_vendors_documented_form() {
 #[test]
 fn every_pack_loads_through_include_and_lists_for_the_tenant() {
     let env = Env::new(
-        "[policy.tenants.acme]\nallow = [\"github.*\", \"googleads.*\", \"hubspot.*\", \"mailchimp.*\", \"meta.*\", \"salesforce.*\", \"sendgrid.*\", \"slack.*\", \"stripe.*\"]\napprove = [\"hubspot.*.create\", \"hubspot.*.update\", \"sendgrid.send\", \"sendgrid.template.send\", \"slack.chat.post\", \"github.*.create\"]\n",
+        "[policy.tenants.acme]\nallow = [\"github.*\", \"googleads.*\", \"hubspot.*\", \"mailchimp.*\", \"meta.*\", \"salesforce.*\", \"sendgrid.*\", \"slack.*\", \"stripe.*\"]\napprove = [\"hubspot.*.create\", \"hubspot.*.update\", \"sendgrid.send\", \"sendgrid.template.send\", \"slack.chat.post\", \"github.*.create\", \"stripe.*.create\", \"stripe.*.update\"]\n",
     );
     let dir = env.home.join("actions");
     std::fs::create_dir_all(&dir).unwrap();
@@ -1024,7 +1041,7 @@ fn mailchimp_campaign_report_uses_basic_auth_against_a_faithful_fake() {
 const STRIPE: &str = "FAKE_rk_test_stripe_51Hx0";
 
 #[test]
-fn stripe_customers_list_against_a_faithful_fake() {
+fn stripe_customers_list_and_create_against_a_faithful_fake() {
     // https://docs.stripe.com/api/customers/list: GET /v1/customers?limit=… →
     // {"object": "list", "url": "/v1/customers", "has_more", "data": [...]}
     let (env, v, _) = call_through_fake(
@@ -1052,6 +1069,46 @@ fn stripe_customers_list_against_a_faithful_fake() {
     );
     assert_ok(&v, 200);
     assert_eq!(body(&v)["data"][0]["id"], "cus_NffrFeUfNV2Hib");
+    env.assert_no_leak();
+
+    // https://docs.stripe.com/api/customers/create: POST /v1/customers with an
+    // application/x-www-form-urlencoded body → the customer object.
+    let (env, v, _) = call_through_fake(
+        "stripe.toml",
+        "https://api.stripe.com",
+        &[("stripe", STRIPE)],
+        "stripe.customers.create",
+        &["email=jenny+1@example.com", "name=Jenny Rosen"],
+        Arc::new(|r: &Req| {
+            r.expect("POST", "/v1/customers")?;
+            r.expect_bearer(STRIPE)?;
+            r.expect_header("content-type", "application/x-www-form-urlencoded")?;
+            let body = String::from_utf8(r.body.clone()).map_err(|_| "body not UTF-8")?;
+            let mut fields: Vec<(String, String)> = body
+                .split('&')
+                .map(|p| {
+                    let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                    (decode(k), decode(v))
+                })
+                .collect();
+            fields.sort();
+            let want = vec![
+                ("email".to_owned(), "jenny+1@example.com".to_owned()),
+                ("name".to_owned(), "Jenny Rosen".to_owned()),
+            ];
+            if fields != want {
+                return Err(format!("form: {body}"));
+            }
+            Ok((
+                200,
+                "application/json",
+                json!({"id": "cus_NffrFeUfNV2Hib", "object": "customer", "email": "jenny+1@example.com", "name": "Jenny Rosen"})
+                    .to_string(),
+            ))
+        }),
+    );
+    assert_ok(&v, 200);
+    assert_eq!(body(&v)["object"], "customer");
     env.assert_no_leak();
 }
 

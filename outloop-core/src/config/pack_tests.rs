@@ -164,3 +164,29 @@ fn credential_headers_are_checked_through_include_too() {
         "{msg}"
     );
 }
+
+#[test]
+fn form_bodies_exclude_json_bodies_and_reads() {
+    let ok = pack(
+        "[actions.a]\nmethod = \"POST\"\nurl = \"https://h.example/v1/customers\"\nform = { email = \"{email}\" }\nparams.email = { type = \"string\" }\n",
+    )
+    .unwrap();
+    assert_eq!(ok.actions["a"].form["email"], "{email}");
+    for (text, want) in [
+        (
+            "[actions.a]\nmethod = \"POST\"\nurl = \"https://h.example/\"\nbody = { x = 1 }\nform = { y = \"2\" }\n",
+            "actions.a.form: use either `body` (JSON) or `form`, not both",
+        ),
+        (
+            "[actions.a]\nmethod = \"GET\"\nurl = \"https://h.example/\"\nform = { y = \"2\" }\n",
+            "actions.a.form: a GET request has no body",
+        ),
+        (
+            "[actions.a]\nmethod = \"POST\"\nurl = \"https://h.example/\"\nform = { y = \"{nope}\" }\n",
+            "actions.a: placeholder `{nope}` has no declared parameter",
+        ),
+    ] {
+        let e = pack(text).unwrap_err();
+        assert!(e.message().contains(want), "want `{want}`, got `{e}`");
+    }
+}

@@ -1076,3 +1076,44 @@ async fn unresolved_credential_header_is_internal_and_sends_nothing() {
     assert_clean(&e);
     assert_untouched(&l);
 }
+
+// ---- form bodies ----
+
+#[tokio::test]
+async fn form_body_is_url_encoded_and_leaves_out_absent_fields() {
+    let mut srv = serve(vec![ok("{}")]).await;
+    let a = action(&format!(
+        r#"
+        credential = "svc"
+        method = "POST"
+        url = "{}"
+        auth = {{ type = "bearer" }}
+        form = {{ email = "{{email}}", name = "{{name}}", "metadata[tier]" = "gold", description = "{{description}}" }}
+        params.email = {{ type = "string" }}
+        params.name = {{ type = "string" }}
+        params.description = {{ type = "string", required = false }}
+        "#,
+        srv.url("/v1/customers")
+    ));
+    let resp = run(
+        &a,
+        &[
+            ("email", serde_json::json!("ada+test@example.com")),
+            ("name", serde_json::json!("Ada L&ovelace=1")),
+        ],
+        &creds("svc", BEARER),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status, 200);
+    let seen = srv.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].header("content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
+    assert_eq!(
+        String::from_utf8(seen[0].body.clone()).unwrap(),
+        "email=ada%2Btest%40example.com&metadata%5Btier%5D=gold&name=Ada+L%26ovelace%3D1"
+    );
+}
