@@ -18,7 +18,7 @@ impl Cli {
     pub fn json_errors(&self) -> bool {
         match &self.command {
             Command::Call(c) => c.json,
-            Command::Actions { json } => *json,
+            Command::Actions { json, .. } => *json,
             Command::Policy {
                 command: PolicyCommand::Explain(e),
             } => e.json,
@@ -63,6 +63,10 @@ pub enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Validate this action pack on its own (no host config needed) and list what it
+        /// defines: name, read or write, method, URL, credentials, description.
+        #[arg(long, value_name = "FILE")]
+        pack: Option<PathBuf>,
     },
     /// Perform an action for the current workspace.
     Call(CallArgs),

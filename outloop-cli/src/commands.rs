@@ -66,7 +66,11 @@ pub async fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Command::Secret { command } => secret(&paths, command).await,
-        Command::Actions { json } => actions(&paths, json),
+        Command::Actions {
+            json,
+            pack: Some(file),
+        } => crate::packs::run(&file, json),
+        Command::Actions { json, pack: None } => actions(&paths, json),
         Command::Call(args) => call(&paths, args).await,
         Command::Policy {
             command: PolicyCommand::Explain(args),

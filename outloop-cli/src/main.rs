@@ -35,6 +35,7 @@ mod doctor;
 mod edit;
 mod import;
 mod mcp;
+mod packs;
 mod policy_test;
 mod scan;
 mod proxy;

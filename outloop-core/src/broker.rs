@@ -644,6 +644,9 @@ impl Broker {
                     params: BTreeMap::new(),
                     timeout_secs: None,
                     max_response_bytes: Some(1024 * 1024),
+                    write: Some(false),
+                    credential_headers: BTreeMap::new(),
+                    form: BTreeMap::new(),
                 };
                 let probe =
                     HttpAction::new(&format!("pin:{tenant}.{name}"), &cfg, self.client.clone())?;
@@ -688,29 +691,40 @@ impl Broker {
     }
 
     async fn resolve_credentials(&self, tenant: &str, action: &dyn Action) -> Result<Credentials> {
-        let auth = self
-            .config
-            .actions
-            .get(action.name())
-            .and_then(|a| a.auth.clone())
-            .unwrap_or(AuthConfig::Bearer);
+        let cfg = self.config.actions.get(action.name());
+        // A credential the action sends in a `credential_headers` header is probed the same
+        // way; the main credential with the action's `auth`.
+        let auth_for = |name: &str| {
+            cfg.and_then(|a| {
+                a.credential_headers
+                    .iter()
+                    .find(|(_, c)| c.as_str() == name && a.credential.as_deref() != Some(name))
+                    .map(|(h, _)| AuthConfig::Header {
+                        name: h.clone(),
+                        format: None,
+                    })
+            })
+            .or_else(|| cfg.and_then(|a| a.auth.clone()))
+            .unwrap_or(AuthConfig::Bearer)
+        };
         self.resolve_named(
             tenant,
             &action.credentials(),
             &format!("action `{}`", action.name()),
-            auth,
+            auth_for,
         )
         .await
     }
 
     /// Resolves credentials `names` for `tenant`; `owner` (e.g. ``action `x` ``) names who
-    /// needs them in errors, `auth` is how a pinned credential is applied to its pin check.
+    /// needs them in errors, `auth_for(name)` is how a pinned credential is applied to its pin
+    /// check.
     async fn resolve_named(
         &self,
         tenant: &str,
         names: &[String],
         owner: &str,
-        auth: AuthConfig,
+        auth_for: impl Fn(&str) -> AuthConfig + Send + Sync,
     ) -> Result<Credentials> {
         let tenant_cfg = self.config.tenant(tenant).ok_or_else(|| {
             Error::internal(format!("tenant `{tenant}` vanished from the config"))
@@ -740,7 +754,7 @@ impl Broker {
                 .await
                 .map_err(|e| e.context(format!("credential `{name}` of tenant `{tenant}`")))?;
             if let Some(pin) = &entry.pin {
-                self.check_pin(tenant, &name, &value, pin, auth.clone())
+                self.check_pin(tenant, &name, &value, pin, auth_for(&name))
                     .await?;
             }
             out.insert(name, value);

@@ -390,6 +390,45 @@ pub struct ActionConfig {
     /// The response size cap in bytes, after decompression (default 10 MiB).
     #[serde(default)]
     pub max_response_bytes: Option<u64>,
+    /// Whether the action changes state upstream (creates, updates, sends, deletes). Default:
+    /// `true` unless the method is GET or HEAD. Set `write = false` on a read that uses POST
+    /// (a search endpoint), `write = true` on a GET that has side effects. Listings show it, and
+    /// action packs suggest `[policy]` rules from it; see [`ActionConfig::is_write`].
+    #[serde(default)]
+    pub write: Option<bool>,
+    /// Further credentials, each sent as the whole value of a named request header: header
+    /// name → credential name, e.g. `{ "developer-token" = "googleads-developer-token" }` for
+    /// Google Ads, which wants a developer token beside the OAuth bearer token
+    /// (<https://developers.google.com/google-ads/api/rest/auth>). Each is resolved for the
+    /// tenant like `credential`, applied at the last moment and redacted from the response.
+    #[serde(default)]
+    pub credential_headers: BTreeMap<String, String>,
+    /// A form body (`application/x-www-form-urlencoded`) instead of a JSON `body`: field name
+    /// → value template, as Stripe takes writes (<https://docs.stripe.com/api#intro>). Field
+    /// names are literal (`metadata[order]` works); a field whose placeholders all lack a value
+    /// is left out. Not with `body`, and not on GET or HEAD.
+    #[serde(default)]
+    pub form: BTreeMap<String, String>,
+}
+
+impl ActionConfig {
+    /// Whether the action changes state upstream: `write` when set, else `true` for every
+    /// method but GET and HEAD.
+    pub fn is_write(&self) -> bool {
+        self.write.unwrap_or(!self.method.is_read_only())
+    }
+
+    /// Every credential name the action applies: `credential` first, then the values of
+    /// `credential_headers` in header-name order, each once.
+    pub fn credential_names(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.credential.iter().cloned().collect();
+        for c in self.credential_headers.values() {
+            if !out.contains(c) {
+                out.push(c.clone());
+            }
+        }
+        out
+    }
 }
 
 /// `[aliases.<name>]`: a pinned upstream reached through the proxy or the MCP `request` tool.
@@ -520,6 +559,80 @@ struct PackFile {
     actions: BTreeMap<String, ActionConfig>,
     #[serde(default)]
     aliases: BTreeMap<String, AliasConfig>,
+}
+
+/// One action pack, parsed and validated on its own, without a host config or tenants: what
+/// `outloop actions --pack <file>` checks. The same parser and per-action checks as
+/// [`HostConfig::load`] run, so a pack that loads here loads through `include` too (unless
+/// its names clash with another file's).
+#[derive(Debug, Clone)]
+pub struct Pack {
+    /// The pack file.
+    pub file: PathBuf,
+    /// `[actions."<name>"]` by name.
+    pub actions: BTreeMap<String, ActionConfig>,
+    /// `[aliases.<name>]` by name.
+    pub aliases: BTreeMap<String, AliasConfig>,
+}
+
+impl Pack {
+    /// Reads and validates the pack at `file`: only `[actions.*]` and `[aliases.*]` tables,
+    /// valid names, URLs pinned with placeholders only in the path, declared parameters, and
+    /// valid auth and header settings.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Config`] with one line `file:line: key: problem` when the file cannot be
+    /// read, is not TOML, has an unknown key, or an action or alias is invalid.
+    pub fn load(file: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::config(format!("{}: no such action pack", file.display()))
+            } else {
+                Error::io("cannot read", file, e).context("action pack")
+            }
+        })?;
+        Self::from_str_at(file, &text)
+    }
+
+    /// Parses and validates pack `text` as if read from `file`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Pack::load`].
+    pub fn from_str_at(file: &Path, text: &str) -> Result<Self> {
+        let parsed: PackFile = parse_toml(file, text)?;
+        for (name, action) in &parsed.actions {
+            let path = format!("actions.{}", key(name));
+            if !valid_name(name) {
+                return Err(located(
+                    file,
+                    text,
+                    &path,
+                    None,
+                    "action names use letters, digits, `-`, `_` and `.`",
+                ));
+            }
+            validate_action(action).map_err(|(sub, msg)| {
+                let p = if sub.is_empty() {
+                    path.clone()
+                } else {
+                    format!("{path}.{sub}")
+                };
+                located(file, text, &p, None, &msg)
+            })?;
+        }
+        for (name, alias) in &parsed.aliases {
+            let path = format!("aliases.{}", key(name));
+            validate_alias(alias)
+                .map_err(|(sub, msg)| located(file, text, &format!("{path}.{sub}"), None, &msg))?;
+        }
+        Ok(Self {
+            file: file.to_path_buf(),
+            actions: parsed.actions,
+            aliases: parsed.aliases,
+        })
+    }
 }
 
 /// The loaded, validated host config.
@@ -1156,7 +1269,12 @@ fn validate_action(a: &ActionConfig) -> std::result::Result<(), (String, String)
 
     let mut used: Vec<String> = Vec::new();
     used.extend(placeholders(rest).into_iter().map(str::to_owned));
-    for v in a.query.values().chain(a.headers.values()) {
+    for v in a
+        .query
+        .values()
+        .chain(a.headers.values())
+        .chain(a.form.values())
+    {
         used.extend(placeholders(v).into_iter().map(str::to_owned));
     }
     if let Some(body) = &a.body {
@@ -1187,6 +1305,52 @@ fn validate_action(a: &ActionConfig) -> std::result::Result<(), (String, String)
             return Err((
                 format!("headers.{}", key(h)),
                 "may not be set by an action".into(),
+            ));
+        }
+    }
+    if !a.form.is_empty() {
+        if a.body.is_some() {
+            return Err((
+                "form".into(),
+                "use either `body` (JSON) or `form`, not both".into(),
+            ));
+        }
+        if a.method.is_read_only() {
+            return Err((
+                "form".into(),
+                format!("a {} request has no body", a.method.as_str()),
+            ));
+        }
+    }
+    for (h, cred) in &a.credential_headers {
+        let at = format!("credential_headers.{}", key(h));
+        if reqwest::header::HeaderName::from_bytes(h.as_bytes()).is_err() {
+            return Err((at, "is not a valid header name".into()));
+        }
+        let lower = h.to_ascii_lowercase();
+        if RESERVED_HEADERS.contains(&lower.as_str())
+            || matches!(
+                lower.as_str(),
+                "authorization" | "cookie" | "proxy-authorization"
+            )
+        {
+            return Err((
+                at,
+                "frames, routes or authorizes the request and may not carry a credential here; use `auth`".into(),
+            ));
+        }
+        if a.headers.keys().any(|k| k.eq_ignore_ascii_case(h)) {
+            return Err((at, "is also set in `headers`; set it in one place".into()));
+        }
+        if let Some(AuthConfig::Header { name, .. }) = &a.auth
+            && name.eq_ignore_ascii_case(h)
+        {
+            return Err((at, "is also the `auth` header; set it in one place".into()));
+        }
+        if !valid_name(cred) {
+            return Err((
+                at,
+                "credential names use letters, digits, `-`, `_` and `.`".into(),
             ));
         }
     }
@@ -1301,5 +1465,7 @@ fn validate_alias(a: &AliasConfig) -> std::result::Result<(), (String, String)> 
     Ok(())
 }
 
+#[cfg(test)]
+mod pack_tests;
 #[cfg(test)]
 mod tests;

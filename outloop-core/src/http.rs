@@ -170,11 +170,15 @@ pub struct HttpAction {
     description: String,
     credential: Option<String>,
     auth: Option<Auth>,
+    /// `credential_headers`: each header carries one more credential's value, whole.
+    credential_headers: Vec<(HeaderName, String)>,
     method: Method,
     url: UrlTemplate,
     query: Vec<(String, Template)>,
     headers: Vec<(HeaderName, Template)>,
     body: Option<serde_json::Value>,
+    /// `form`: field name → value template, sent form-encoded.
+    form: Vec<(String, Template)>,
     params: CompiledParams,
     timeout: Duration,
     max_bytes: u64,
@@ -249,6 +253,19 @@ impl HttpAction {
         if let Some(b) = &config.body {
             body_placeholders(b, &mut used);
         }
+        let form: Vec<(String, Template)> = config
+            .form
+            .iter()
+            .map(|(k, v)| (k.clone(), Template::parse(v)))
+            .collect();
+        for (_, t) in &form {
+            used.extend(t.params().map(str::to_owned));
+        }
+        if !form.is_empty() && (config.body.is_some() || config.method.is_read_only()) {
+            return Err(cfg_err(
+                "form: not with `body`, and not on GET or HEAD".into(),
+            ));
+        }
         if let Some(p) = used
             .iter()
             .find(|p| !config.params.contains_key(p.as_str()))
@@ -271,6 +288,24 @@ impl HttpAction {
             (Some(_), Some(a)) => Some(compile_auth(a).map_err(cfg_err)?),
         };
 
+        let mut credential_headers = Vec::new();
+        for (h, c) in &config.credential_headers {
+            let header = HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
+                cfg_err(format!(
+                    "credential_headers: `{h}` is not a valid header name"
+                ))
+            })?;
+            if headers.iter().any(|(n, _)| *n == header)
+                || matches!(&auth, Some(Auth::Header { name, .. }) if *name == header)
+                || header == AUTHORIZATION
+            {
+                return Err(cfg_err(format!(
+                    "credential_headers: `{h}` is also set by `headers` or `auth`"
+                )));
+            }
+            credential_headers.push((header, c.clone()));
+        }
+
         let timeout_secs = config.timeout_secs.unwrap_or(DEFAULT_TIMEOUT_SECS);
         if timeout_secs == 0 {
             return Err(cfg_err("timeout_secs must be at least 1".into()));
@@ -289,11 +324,13 @@ impl HttpAction {
             description: config.description.clone().unwrap_or_default(),
             credential: config.credential.clone(),
             auth,
+            credential_headers,
             method: method_of(config.method),
             url,
             query,
             headers,
             body: config.body.clone(),
+            form,
             params,
             timeout: Duration::from_secs(timeout_secs),
             max_bytes,
@@ -302,7 +339,8 @@ impl HttpAction {
     }
 
     /// The request as the action declares it, before the credential: URL with query, headers,
-    /// and the JSON body bytes.
+    /// and the JSON or form body bytes (a form body sets its `Content-Type` unless `headers`
+    /// does).
     fn prepare(&self, params: &Params) -> Result<(Url, HeaderMap, Option<Bytes>)> {
         let mut url = self.url.build(params)?;
         template::append_query(&mut url, &self.query, params);
@@ -319,10 +357,27 @@ impl HttpAction {
             },
             None => None,
         };
+        if !self.form.is_empty() {
+            let mut ser = url::form_urlencoded::Serializer::new(String::new());
+            for (k, t) in &self.form {
+                if !t.all_absent(params) {
+                    ser.append_pair(k, &t.render(params));
+                }
+            }
+            if !headers.contains_key(CONTENT_TYPE) {
+                headers.insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("application/x-www-form-urlencoded"),
+                );
+            }
+            return Ok((url, headers, Some(Bytes::from(ser.finish()))));
+        }
         Ok((url, headers, body))
     }
 
-    /// One request with the credential applied where `auth` says, as the last step.
+    /// One request with the credential applied where `auth` says, and each `extra`
+    /// (header, credential name, value) from `credential_headers`, as the last step.
+    #[allow(clippy::too_many_arguments)]
     fn request(
         &self,
         method: &Method,
@@ -330,6 +385,7 @@ impl HttpAction {
         headers: &HeaderMap,
         body: Option<&Bytes>,
         secret: Option<&SecretValue>,
+        extra: &[(&HeaderName, &str, &SecretValue)],
         timeout: Duration,
     ) -> Result<reqwest::Request> {
         let mut url = url.clone();
@@ -353,6 +409,19 @@ impl HttpAction {
                 self.credential.as_deref().unwrap_or(""),
                 &format!("action `{}`", self.name),
             )?;
+        }
+        for (header, credential, value) in extra {
+            let mut v = HeaderValue::from_bytes(value.expose_secret()).map_err(|_| {
+                Error::new(
+                    ErrorKind::InvalidSecret,
+                    format!(
+                        "credential `{credential}` of action `{}` cannot be sent in header `{header}`: it holds bytes a header cannot carry (such as CR, LF or NUL)",
+                        self.name
+                    ),
+                )
+            })?;
+            v.set_sensitive(true);
+            headers.insert((*header).clone(), v);
         }
         let mut req = reqwest::Request::new(method.clone(), url);
         *req.headers_mut() = headers;
@@ -782,7 +851,13 @@ impl Action for HttpAction {
     }
 
     fn credentials(&self) -> Vec<String> {
-        self.credential.iter().cloned().collect()
+        let mut out: Vec<String> = self.credential.iter().cloned().collect();
+        for (_, c) in &self.credential_headers {
+            if !out.contains(c) {
+                out.push(c.clone());
+            }
+        }
+        out
     }
 
     fn params_schema(&self) -> serde_json::Value {
@@ -803,6 +878,16 @@ impl Action for HttpAction {
             })?),
             None => None,
         };
+        let mut extra = Vec::with_capacity(self.credential_headers.len());
+        for (header, c) in &self.credential_headers {
+            let value = credentials.get(c).ok_or_else(|| {
+                Error::internal(format!(
+                    "credential `{c}` of action `{}` was not resolved before execution",
+                    self.name
+                ))
+            })?;
+            extra.push((header, c.as_str(), value));
+        }
         let (mut url, headers, mut body) = self.prepare(params)?;
         let mut method = self.method.clone();
         let deadline = Instant::now() + self.timeout;
@@ -817,7 +902,15 @@ impl Action for HttpAction {
                     format!("{host} did not answer within {} s", self.timeout.as_secs()),
                 ));
             }
-            let req = self.request(&method, &url, &headers, body.as_ref(), secret, remaining)?;
+            let req = self.request(
+                &method,
+                &url,
+                &headers,
+                body.as_ref(),
+                secret,
+                &extra,
+                remaining,
+            )?;
             let resp = self
                 .client
                 .inner

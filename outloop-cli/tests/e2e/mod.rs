@@ -6,6 +6,7 @@ mod import;
 mod import_keyring;
 mod init_agent;
 mod mcp;
+mod packs;
 mod policy;
 mod scan;
 mod tenants;

@@ -382,7 +382,7 @@ impl Broker {
                     &ws.tenant,
                     &[c.to_owned()],
                     &format!("alias `{name}`"),
-                    cfg.auth.clone().unwrap_or(AuthConfig::Bearer),
+                    |_: &str| cfg.auth.clone().unwrap_or(AuthConfig::Bearer),
                 )
                 .await?
             }

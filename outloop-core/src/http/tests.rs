@@ -350,6 +350,7 @@ async fn auth_header_values_are_sensitive() {
                 &headers,
                 body.as_ref(),
                 c.get("svc"),
+                &[],
                 Duration::from_secs(1),
             )
             .unwrap();
@@ -1007,4 +1008,112 @@ fn debug_output_carries_no_secret() {
     let shown = format!("{a:?} {:?}", a.client);
     assert!(shown.contains("test.action"));
     assert!(!shown.contains("FAKE"));
+}
+
+// ---- credential_headers ----
+
+#[tokio::test]
+async fn credential_headers_carry_a_second_credential_whole_and_sensitive() {
+    let mut srv = serve(vec![ok("{}")]).await;
+    let a = action(&format!(
+        r#"
+        credential = "svc"
+        method = "POST"
+        url = "{}"
+        auth = {{ type = "bearer" }}
+        credential_headers = {{ "developer-token" = "dev" }}
+        body = {{ query = "SELECT 1" }}
+        "#,
+        srv.url("/v24/customers/1/googleAds:searchStream")
+    ));
+    assert_eq!(a.credentials(), vec!["svc".to_owned(), "dev".to_owned()]);
+    let mut c = creds("svc", BEARER);
+    c.insert("dev", SecretValue::from_string(KEY.to_owned()));
+    let (url, headers, body) = a.prepare(&Params::default()).unwrap();
+    let dev = c.get("dev").unwrap();
+    let extra = [(&a.credential_headers[0].0, "dev", dev)];
+    let req = a
+        .request(
+            &a.method,
+            &url,
+            &headers,
+            body.as_ref(),
+            c.get("svc"),
+            &extra,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+    assert!(req.headers()["developer-token"].is_sensitive());
+
+    let resp = run(&a, &[], &c).await.unwrap();
+    assert_eq!(resp.status, 200);
+    let seen = srv.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].header("developer-token"), Some(KEY));
+    assert_eq!(
+        seen[0].header("authorization"),
+        Some(format!("Bearer {BEARER}").as_str())
+    );
+    assert_eq!(seen[0].raw.matches(KEY).count(), 1, "{}", seen[0].raw);
+}
+
+#[tokio::test]
+async fn unresolved_credential_header_is_internal_and_sends_nothing() {
+    let l = silent_listener();
+    let a = action(&format!(
+        r#"
+        credential = "svc"
+        method = "GET"
+        url = "http://{}/x"
+        auth = {{ type = "bearer" }}
+        credential_headers = {{ "developer-token" = "dev" }}
+        "#,
+        l.local_addr().unwrap()
+    ));
+    let e = run(&a, &[], &creds("svc", BEARER)).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Internal);
+    assert!(e.message().contains("`dev`"), "{e}");
+    assert_clean(&e);
+    assert_untouched(&l);
+}
+
+// ---- form bodies ----
+
+#[tokio::test]
+async fn form_body_is_url_encoded_and_leaves_out_absent_fields() {
+    let mut srv = serve(vec![ok("{}")]).await;
+    let a = action(&format!(
+        r#"
+        credential = "svc"
+        method = "POST"
+        url = "{}"
+        auth = {{ type = "bearer" }}
+        form = {{ email = "{{email}}", name = "{{name}}", "metadata[tier]" = "gold", description = "{{description}}" }}
+        params.email = {{ type = "string" }}
+        params.name = {{ type = "string" }}
+        params.description = {{ type = "string", required = false }}
+        "#,
+        srv.url("/v1/customers")
+    ));
+    let resp = run(
+        &a,
+        &[
+            ("email", serde_json::json!("ada+test@example.com")),
+            ("name", serde_json::json!("Ada L&ovelace=1")),
+        ],
+        &creds("svc", BEARER),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status, 200);
+    let seen = srv.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].header("content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
+    assert_eq!(
+        String::from_utf8(seen[0].body.clone()).unwrap(),
+        "email=ada%2Btest%40example.com&metadata%5Btier%5D=gold&name=Ada+L%26ovelace%3D1"
+    );
 }
