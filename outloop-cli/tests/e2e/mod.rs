@@ -3,6 +3,7 @@ mod bad_input;
 mod call;
 mod policy;
 mod tenants;
+mod vendor_backends;
 
 use crate::support::httpbin;
 
