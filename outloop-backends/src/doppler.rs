@@ -212,17 +212,17 @@ impl DopplerBackend {
                 q.append_pair(k, v);
             }
         }
-        let mut auth =
-            reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
-                Error::new(
-                    ErrorKind::Unauthenticated,
-                    format!(
-                        "backend `{}`: the token at `{}` is not a valid header value",
-                        self.name,
-                        self.token_source.reference()
-                    ),
-                )
-            })?;
+        let bearer = zeroize::Zeroizing::new(format!("Bearer {token}"));
+        let mut auth = reqwest::header::HeaderValue::from_str(&bearer).map_err(|_| {
+            Error::new(
+                ErrorKind::Unauthenticated,
+                format!(
+                    "backend `{}`: the token at `{}` is not a valid header value",
+                    self.name,
+                    self.token_source.reference()
+                ),
+            )
+        })?;
         auth.set_sensitive(true);
         let req = self
             .http

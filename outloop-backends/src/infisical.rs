@@ -102,6 +102,14 @@ impl std::fmt::Debug for InfisicalBackend {
     }
 }
 
+/// The Universal Auth login body; borrowed, so no unzeroized copy of the secret is made.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LoginRequest<'a> {
+    client_id: &'a str,
+    client_secret: &'a str,
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct LoginAnswer {
@@ -273,13 +281,17 @@ impl InfisicalBackend {
             )
         })?;
         let body = zeroize::Zeroizing::new(
-            serde_json::json!({ "clientId": self.client_id, "clientSecret": secret }).to_string(),
+            serde_json::to_vec(&LoginRequest {
+                client_id: &self.client_id,
+                client_secret: secret,
+            })
+            .map_err(|_| Error::internal("a struct of two strings serializes"))?,
         );
         let req = self
             .http
             .post(self.url(&["api", "v1", "auth", "universal-auth", "login"]))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.as_bytes().to_vec());
+            .body(body.to_vec());
         let what = "logging in with Universal Auth";
         let resp = rest::send(&self.name, what, req).await?;
         if resp.status != 200 {
@@ -323,7 +335,8 @@ impl InfisicalBackend {
         let Ok(t) = std::str::from_utf8(token.expose_secret()) else {
             return Outcome::Err(bad_answer(&self.name, "logging in"));
         };
-        let Ok(mut auth) = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")) else {
+        let bearer = zeroize::Zeroizing::new(format!("Bearer {t}"));
+        let Ok(mut auth) = reqwest::header::HeaderValue::from_str(&bearer) else {
             return Outcome::Err(bad_answer(&self.name, "logging in"));
         };
         auth.set_sensitive(true);

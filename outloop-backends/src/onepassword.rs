@@ -485,8 +485,7 @@ impl OnePasswordBackend {
             parts.push(sec.id.as_str());
         }
         parts.push(field_id);
-        if let Some(bad) = parts.iter().find(|p| !plain_segment(p)) {
-            let _ = bad;
+        if !parts.iter().all(|p| plain_segment(p)) {
             return Err(Error::new(
                 ErrorKind::InvalidReference,
                 format!(
