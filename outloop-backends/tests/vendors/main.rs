@@ -5,6 +5,8 @@
 
 pub mod fixtures;
 
+mod config;
+
 mod doppler;
 mod infisical;
 mod onepassword;
