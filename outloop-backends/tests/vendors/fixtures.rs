@@ -68,6 +68,12 @@ pub fn tricky_values() -> Vec<(&'static str, String)> {
     ]
 }
 
+/// `tokens` plus every tricky value: nothing a backend holds may appear in its errors.
+fn with_values(mut tokens: Vec<String>) -> Vec<String> {
+    tokens.extend(tricky_values().into_iter().map(|(_, v)| v));
+    tokens
+}
+
 /// Panics when any of `secrets` appears in `text`.
 pub fn assert_no_leak(text: &str, secrets: &[&str]) {
     for s in secrets {
@@ -269,11 +275,11 @@ pub fn infisical_with(
         backend: Arc::new(backend),
         known,
         missing: SecretRef::parse(&format!("infisical://{INF_PROJECT}/dev/app/db/NOPE")).unwrap(),
-        secrets: vec![
+        secrets: with_values(vec![
             client_secret.to_owned(),
             INF_CLIENT_SECRET.to_owned(),
             "FAKE-hidden-value-never-shown".into(),
-        ],
+        ]),
         server: Some(server),
         creds,
         dir: None,
@@ -340,11 +346,11 @@ pub fn doppler_with(token: &str, extra: serde_json::Value) -> Fixture<DopplerBac
         backend: Arc::new(backend),
         known,
         missing: SecretRef::parse("doppler://web/dev/NOPE").unwrap(),
-        secrets: vec![
+        secrets: with_values(vec![
             token.to_owned(),
             DP_SERVICE.to_owned(),
             DP_PERSONAL.to_owned(),
-        ],
+        ]),
         server: Some(server),
         creds,
         dir: None,
@@ -436,7 +442,7 @@ pub fn onepassword_with(
         backend: Arc::new(backend),
         known,
         missing: SecretRef::parse("op://Private/Nope/credential").unwrap(),
-        secrets: vec![OP_SA_TOKEN.to_owned()],
+        secrets: with_values(vec![OP_SA_TOKEN.to_owned()]),
         server: None,
         creds,
         dir: Some(dir),

@@ -142,7 +142,7 @@ async fn names_with_spaces_dots_slashes_and_ampersands_are_read_by_id() {
 #[tokio::test]
 async fn ops_errors_map_to_kinds_without_its_stderr() {
     let f = onepassword();
-    let s = [OP_SA_TOKEN];
+    let s: Vec<&str> = f.secrets.iter().map(String::as_str).collect();
     let cases = [
         ("op://Private/Nope/credential", ErrorKind::NotFound),
         ("op://Private/Service/nope", ErrorKind::NotFound),
