@@ -12,9 +12,9 @@
 //! - errors: `{"messages":["…"],"success":false}` with 401, 403, 404 or 429.
 //!
 //! Auth is `Authorization: Bearer <token>`. A service token (`dp.st.…`) is bound to one
-//! project and config, so, as Doppler's CLI does, those are not sent; the reference still
-//! names them, and when `project`/`config` are configured the backend refuses references for
-//! any other. Personal (`dp.pt.`), CLI (`dp.ct.`) and service-account (`dp.sa.`, `dp.said.`)
+//! project and config, so, as Doppler's CLI does, those are not sent; the backend then needs
+//! `project` and `config` configured (the token's own) and refuses references to any other,
+//! so one tenant's reference can never read another config through the token's implied scope. Personal (`dp.pt.`), CLI (`dp.ct.`) and service-account (`dp.sa.`, `dp.said.`)
 //! tokens send the reference's project and config. The token itself is read from another
 //! backend by reference (`token = "vault://outloop/doppler-token"`).
 
@@ -199,6 +199,14 @@ impl DopplerBackend {
         let token = self.token().await?;
         let token = std::str::from_utf8(token.expose_secret())
             .map_err(|_| Error::internal("token checked as UTF-8 at fetch"))?;
+        if token.starts_with("dp.st.") && (self.project.is_none() || self.config.is_none()) {
+            // The request cannot name a scope, so without these settings a reference to
+            // another project or config would silently read the token's own.
+            return Err(Error::config(format!(
+                "backends.{}: the token is a service token (bound to one project and config); set `project` and `config` to that project and config",
+                self.name
+            )));
+        }
         let mut url = self.api.clone();
         url.set_path(&format!("{}{path}", self.api.path().trim_end_matches('/')));
         {
@@ -287,6 +295,7 @@ impl SecretBackend for DopplerBackend {
     ///
     /// # Errors
     ///
+    /// [`ErrorKind::Config`] for a service token without `project` and `config` configured;
     /// [`ErrorKind::InvalidReference`] for another kind, a name Doppler cannot hold
     /// (`[A-Z_][A-Z0-9_]*`), or a project/config other than the configured one;
     /// [`ErrorKind::NotFound`] (404); [`ErrorKind::Unauthenticated`] (401, or an unreadable

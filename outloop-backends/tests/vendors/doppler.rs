@@ -147,9 +147,21 @@ async fn lists_names_and_skips_dopplers_own_metadata_keys() {
     want.sort();
     assert_eq!(listed, want);
     assert!(!listed.iter().any(|r| r.contains("DOPPLER_")));
-    assert!(!doppler().backend.capabilities().list);
+    let unscoped = doppler_with(DP_PERSONAL, json!({}));
+    assert!(!unscoped.backend.capabilities().list);
     assert_eq!(
-        doppler().backend.list().await.unwrap_err().kind(),
+        unscoped.backend.list().await.unwrap_err().kind(),
         ErrorKind::Unavailable
     );
+}
+
+#[tokio::test]
+async fn a_service_token_without_its_project_and_config_configured_is_refused() {
+    // Otherwise `doppler://other/prd/X` would silently read the token's own web/dev.
+    let f = doppler_with(DP_SERVICE, json!({}));
+    let e = f.backend.get(&f.known[0].0).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Config, "{e}");
+    assert!(e.message().contains("`project` and `config`"), "{e}");
+    assert_clean_error(&e, &secrets(&f));
+    assert_eq!(f.server.as_ref().unwrap().stats().await["requests"], 0);
 }

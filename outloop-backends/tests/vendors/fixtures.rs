@@ -357,9 +357,9 @@ pub fn doppler_with(token: &str, extra: serde_json::Value) -> Fixture<DopplerBac
     }
 }
 
-/// The standard Doppler fixture: a service token for `web`/`dev`.
+/// The standard Doppler fixture: a service token for `web`/`dev`, configured so.
 pub fn doppler() -> Fixture<DopplerBackend> {
-    doppler_with(DP_SERVICE, json!({}))
+    doppler_with(DP_SERVICE, json!({"project": "web", "config": "dev"}))
 }
 
 // ---------------------------------------------------------------------------------- 1Password
