@@ -40,7 +40,8 @@ impl Registry {
     }
 
     /// A registry already filled with `backends` (for tests and embedders that build backends
-    /// by hand).
+    /// by hand). It holds them weakly: keep your own `Arc`s alive for as long as the backends
+    /// that read credentials through it are used.
     pub fn with(backends: &[Arc<dyn SecretBackend>]) -> Self {
         let r = Self::new();
         r.fill(backends);

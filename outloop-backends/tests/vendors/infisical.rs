@@ -187,8 +187,9 @@ async fn an_unreachable_server_is_unavailable() {
         l.local_addr().unwrap().port()
     };
     let creds = f.creds.clone();
-    let registry =
-        outloop_backends::credential::Registry::with(&[creds as std::sync::Arc<dyn SecretBackend>]);
+    let registry = outloop_backends::credential::Registry::with(&[
+        creds.clone() as std::sync::Arc<dyn SecretBackend>
+    ]);
     let settings: std::collections::BTreeMap<String, toml::Value> = [
         (
             "url".to_owned(),
@@ -213,4 +214,47 @@ async fn an_unreachable_server_is_unavailable() {
     let e = b.get(&f.known[0].0).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
     assert_clean_error(&e, &secrets(&f));
+}
+
+#[tokio::test]
+async fn a_server_that_accepts_but_never_answers_times_out() {
+    // A listener that accepts connections and holds them open without a byte of answer.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    let creds = cred_store("vault://outloop/infisical", INF_CLIENT_SECRET);
+    let registry = outloop_backends::credential::Registry::with(&[
+        creds.clone() as std::sync::Arc<dyn SecretBackend>
+    ]);
+    let settings: std::collections::BTreeMap<String, toml::Value> = [
+        (
+            "url".to_owned(),
+            toml::Value::String(format!("http://127.0.0.1:{port}")),
+        ),
+        (
+            "client_id".to_owned(),
+            toml::Value::String(INF_CLIENT_ID.into()),
+        ),
+        (
+            "client_secret".to_owned(),
+            toml::Value::String("vault://outloop/infisical".into()),
+        ),
+        ("timeout_secs".to_owned(), toml::Value::Integer(1)),
+    ]
+    .into();
+    let b = outloop_backends::infisical::InfisicalBackend::from_settings(
+        "infisical",
+        &settings,
+        &registry,
+    )
+    .unwrap();
+    let r = SecretRef::parse(&format!("infisical://{INF_PROJECT}/dev/X")).unwrap();
+    let e = b.get(&r).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+    assert_clean_error(&e, &[INF_CLIENT_SECRET]);
 }
