@@ -18,6 +18,15 @@ use outloop_core::{BackendKind, Error, ErrorKind, Result, SecretRef, SecretValue
 pub mod keychain;
 #[cfg(feature = "secret-service")]
 pub mod secret_service;
+pub mod credential;
+#[cfg(feature = "doppler")]
+pub mod doppler;
+#[cfg(feature = "infisical")]
+pub mod infisical;
+#[cfg(feature = "onepassword")]
+pub mod onepassword;
+#[cfg(any(feature = "infisical", feature = "doppler"))]
+mod rest;
 #[cfg(feature = "vault")]
 pub mod vault;
 
@@ -28,9 +37,14 @@ pub mod vault;
 ///
 /// # Errors
 ///
-/// [`ErrorKind::Config`] when a backend's settings (or layer keys) are invalid or its files
-/// lie inside a bound workspace; the backend's own errors when it cannot be opened.
+/// [`ErrorKind::Config`] when a backend's settings (or layer keys) are invalid or its files lie inside a bound
+/// workspace, or when backends' credential references (Infisical's `client_secret`, Doppler's
+/// `token`, 1Password's `service_account_token`) name a kind no backend serves or form a
+/// cycle; the backend's own errors when it cannot be opened. Credentials held in other
+/// backends are read at first use, through the backends returned here.
 pub fn from_config(config: &HostConfig) -> Result<Vec<Arc<dyn SecretBackend>>> {
+    credential::check_cycles(&config.backends)?;
+    let registry = credential::Registry::new();
     let bound: Vec<PathBuf> = config
         .tenants
         .values()
@@ -67,6 +81,20 @@ pub fn from_config(config: &HostConfig) -> Result<Vec<Arc<dyn SecretBackend>>> {
                 let k = keychain::KeychainBackend::open(name, &b.settings)?;
                 out.push(Arc::new(k));
             }
+            #[cfg(feature = "onepassword")]
+            BackendKind::OnePassword => out.push(Arc::new(
+                onepassword::OnePasswordBackend::from_settings(name, &b.settings, &registry)?,
+            )),
+            #[cfg(feature = "infisical")]
+            BackendKind::Infisical => out.push(Arc::new(
+                infisical::InfisicalBackend::from_settings(name, &b.settings, &registry)?,
+            )),
+            #[cfg(feature = "doppler")]
+            BackendKind::Doppler => out.push(Arc::new(doppler::DopplerBackend::from_settings(
+                name,
+                &b.settings,
+                &registry,
+            )?)),
             other => out.push(Arc::new(NotBuilt {
                 name: name.clone(),
                 kind: other,
@@ -76,6 +104,7 @@ pub fn from_config(config: &HostConfig) -> Result<Vec<Arc<dyn SecretBackend>>> {
             *backend = layers.wrap(Arc::clone(backend));
         }
     }
+    registry.fill(&out);
     Ok(out)
 }
 

@@ -10,6 +10,7 @@ mod packs;
 mod policy;
 mod scan;
 mod tenants;
+mod vendor_backends;
 
 use crate::support::httpbin;
 
