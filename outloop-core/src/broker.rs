@@ -28,6 +28,9 @@ use crate::reference::{BackendKind, SecretRef};
 use crate::secret::SecretValue;
 use crate::workspace::{self, Workspace};
 
+mod exec;
+pub use exec::{EXEC_METHOD, ExecCredential, ExecExit, ExecRequest, ExecSession};
+
 /// One request to perform an action.
 #[derive(Debug, Clone, Default)]
 pub struct CallRequest {

@@ -13,6 +13,7 @@ pub mod backend;
 pub mod broker;
 pub mod config;
 pub mod error;
+pub mod exec;
 pub mod http;
 pub mod policy;
 pub mod ratelimit;
