@@ -75,6 +75,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Approve { id } => decide(&paths, &id, true),
         Command::Reject { id } => decide(&paths, &id, false),
         Command::Audit { command } => audit(&paths, command),
+        Command::Exec(args) => crate::exec::run(&paths, args).await,
     }
 }
 

@@ -31,6 +31,7 @@ macro_rules! errln {
 mod cli;
 mod commands;
 mod edit;
+mod exec;
 mod policy_test;
 
 use std::process::ExitCode;
