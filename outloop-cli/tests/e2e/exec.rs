@@ -516,3 +516,42 @@ fn pty_mode_forwards_stdin_and_exit_codes() {
     assert_eq!(r.code, 128 + 2, "{}", r.stderr);
     env.assert_no_leak();
 }
+
+#[test]
+fn sigterm_to_outloop_is_passed_on_to_the_child() {
+    let env = env();
+    // The child announces itself, then waits in `wait`, which a trapped signal interrupts
+    // (the 30 s sleep only bounds a failing run; nothing waits for it to pass).
+    let script = r#"trap 'kill $!; echo got-term; exit 5' TERM
+sleep 30 >/dev/null 2>&1 &
+echo ready
+wait $!"#;
+    let mut child = spawn(
+        &env,
+        &["exec", "--credential", "echo", "--", "sh", "-c", script],
+        &env.acme,
+    );
+    drop(child.stdin.take());
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill");
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(rest, "got-term\n");
+    assert_eq!(
+        status.code(),
+        Some(5),
+        "outloop outlived TERM and passed the code on"
+    );
+    let last = audit(&env).pop().unwrap();
+    assert_eq!(last["reason"], "command `sh` exited with code 5");
+    env.assert_no_leak();
+}
