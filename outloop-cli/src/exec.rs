@@ -1,7 +1,7 @@
 //! `outloop exec`: runs a command with credentials as environment variables and redacts its
 //! output while it streams.
 //!
-//! The broker decides and hands out the values ([`Broker::exec_start`]); this module builds
+//! The broker decides and hands out the values (`Broker::exec_start`); this module builds
 //! the child's environment from scratch (the minimal base of [`outloop_core::exec`], the
 //! `--env` names, one variable per credential), starts the command directly from its argv
 //! (never through a shell), and copies its stdout and stderr through one streaming redactor
