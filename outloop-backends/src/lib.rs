@@ -14,19 +14,19 @@ use outloop_core::backend::{Health, Probe};
 use outloop_core::config::{BackendConfig, HostConfig};
 use outloop_core::{BackendKind, Error, ErrorKind, Result, SecretRef, SecretValue};
 
-#[cfg(feature = "keychain")]
-pub mod keychain;
-#[cfg(feature = "secret-service")]
-pub mod secret_service;
 pub mod credential;
 #[cfg(feature = "doppler")]
 pub mod doppler;
 #[cfg(feature = "infisical")]
 pub mod infisical;
+#[cfg(feature = "keychain")]
+pub mod keychain;
 #[cfg(feature = "onepassword")]
 pub mod onepassword;
 #[cfg(any(feature = "infisical", feature = "doppler"))]
 mod rest;
+#[cfg(feature = "secret-service")]
+pub mod secret_service;
 #[cfg(feature = "vault")]
 pub mod vault;
 

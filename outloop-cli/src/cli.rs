@@ -92,6 +92,8 @@ pub enum Command {
         /// The approval id from `outloop approvals`.
         id: String,
     },
+    /// Run a command with credentials as environment variables; its output is redacted.
+    Exec(crate::exec::ExecArgs),
     /// Read and check the audit log.
     Audit {
         /// The audit command.

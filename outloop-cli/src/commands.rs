@@ -87,6 +87,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Scan(args) => crate::scan::run(&paths, &args).await,
         Command::Import(args) => crate::import::run(&paths, &args).await,
         Command::Proxy(args) => proxy(&paths, args).await,
+        Command::Exec(args) => crate::exec::run(&paths, args).await,
     }
 }
 

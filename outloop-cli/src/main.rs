@@ -33,12 +33,13 @@ mod cli;
 mod commands;
 mod doctor;
 mod edit;
+mod exec;
 mod import;
 mod mcp;
 mod packs;
 mod policy_test;
-mod scan;
 mod proxy;
+mod scan;
 
 use std::process::ExitCode;
 

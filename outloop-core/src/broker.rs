@@ -33,6 +33,8 @@ use crate::workspace::{self, Workspace};
 mod alias;
 
 pub use alias::{AliasBody, AliasRequest, AliasResponse};
+mod exec;
+pub use exec::{EXEC_METHOD, ExecCredential, ExecExit, ExecRequest, ExecSession};
 
 /// One request to perform an action.
 #[derive(Debug, Clone, Default)]

@@ -15,6 +15,7 @@ pub mod config;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod error;
+pub mod exec;
 pub mod http;
 pub mod policy;
 pub mod ratelimit;

@@ -2,6 +2,7 @@ mod audit;
 mod bad_input;
 mod call;
 mod doctor;
+mod exec;
 mod import;
 mod import_keyring;
 mod init_agent;
