@@ -26,6 +26,7 @@ impl Cli {
                 command: PolicyCommand::Test { json, .. },
             } => *json,
             Command::Approvals { json } => *json,
+            Command::Status { json } => *json,
             _ => false,
         }
     }
@@ -90,6 +91,19 @@ pub enum Command {
         /// The audit command.
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Run the per-user daemon on its Unix socket (every command uses it while it runs).
+    ///
+    /// SIGHUP reloads the host config (a bad one is refused and the old one kept); SIGTERM
+    /// drains requests in flight and exits.
+    Serve,
+    /// Report whether the daemon runs: pid, socket, config, uptime, requests served.
+    ///
+    /// Exits 0 when it runs, 3 when it does not.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 

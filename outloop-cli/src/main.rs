@@ -30,6 +30,7 @@ macro_rules! errln {
 
 mod cli;
 mod commands;
+mod daemon;
 mod edit;
 mod policy_test;
 

@@ -1,6 +1,7 @@
 mod audit;
 mod bad_input;
 mod call;
+mod daemon;
 mod policy;
 mod tenants;
 
