@@ -71,11 +71,9 @@ impl Client {
         let mut line = serde_json::to_vec(&Request::new(op))
             .map_err(|e| Error::internal(format!("cannot encode the request: {e}")))?;
         line.push(b'\n');
-        self.stream
-            .get_mut()
-            .write_all(&line)
-            .await
-            .map_err(|e| broken("sending", &e))?;
+        // A daemon that refuses the peer answers and closes at once, so the write may fail
+        // with the refusal already waiting to be read: read it before reporting the write.
+        let sent = self.stream.get_mut().write_all(&line).await;
         loop {
             line.clear();
             let n = (&mut self.stream)
@@ -84,6 +82,9 @@ impl Client {
                 .await
                 .map_err(|e| broken("reading the answer", &e))?;
             if n == 0 || !line.ends_with(b"\n") {
+                if let Err(e) = &sent {
+                    return Err(broken("sending", e));
+                }
                 return Err(broken(
                     "reading the answer",
                     &"closed before a complete answer",
