@@ -28,6 +28,7 @@ impl Cli {
             Command::Approvals { json } => *json,
             Command::Doctor { json } => *json,
             Command::Scan(s) => s.json,
+            Command::Status { json } => *json,
             _ => false,
         }
     }
@@ -109,6 +110,19 @@ pub enum Command {
     /// Check each configured backend: installed, reachable, authenticated (reads no secret;
     /// exit 4 when one is not OK).
     Doctor {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the per-user daemon on its Unix socket (every command uses it while it runs).
+    ///
+    /// SIGHUP reloads the host config (a bad one is refused and the old one kept); SIGTERM
+    /// drains requests in flight and exits.
+    Serve,
+    /// Report whether the daemon runs: pid, socket, config, uptime, requests served.
+    ///
+    /// Exits 0 when it runs, 3 when it does not.
+    Status {
         /// Print JSON.
         #[arg(long)]
         json: bool,

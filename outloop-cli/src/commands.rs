@@ -1,7 +1,7 @@
 //! The commands: parse, call the library, print.
 
 use std::io::{IsTerminal, Read};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use outloop_backends::vault::VaultBackend;
@@ -23,6 +23,27 @@ const MAX_SECRET_BYTES: usize = 64 * 1024;
 /// Runs one command; returns the process exit code on success.
 pub async fn run(cli: Cli) -> Result<u8> {
     let paths = Paths::from_env()?;
+    // Commands that edit the config or a backend make a running daemon reload.
+    let edits = matches!(
+        cli.command,
+        Command::Init
+            | Command::Tenant {
+                command: TenantCommand::Add { .. }
+            }
+            | Command::Bind { .. }
+            | Command::Secret {
+                command: SecretCommand::Set { .. } | SecretCommand::Delete { .. }
+            }
+    );
+    let code = run_command(&paths, cli).await;
+    if edits && code.is_ok() {
+        crate::daemon::client::reload_after_edit(&paths).await;
+    }
+    code
+}
+
+async fn run_command(paths: &Paths, cli: Cli) -> Result<u8> {
+    let paths = paths.clone();
     match cli.command {
         Command::Init(args) => match args.agent {
             Some(agent) => crate::agent_setup::run(agent, args.workspace.as_deref()),
@@ -70,11 +91,11 @@ pub async fn run(cli: Cli) -> Result<u8> {
             json,
             pack: Some(file),
         } => crate::packs::run(&file, json),
-        Command::Actions { json, pack: None } => actions(&paths, json),
+        Command::Actions { json, pack: None } => actions(&paths, json).await,
         Command::Call(args) => call(&paths, args).await,
         Command::Policy {
             command: PolicyCommand::Explain(args),
-        } => explain(&paths, args),
+        } => explain(&paths, args).await,
         Command::Policy {
             command: PolicyCommand::Test { file, json },
         } => crate::policy_test::run(&paths, &file, json),
@@ -88,6 +109,8 @@ pub async fn run(cli: Cli) -> Result<u8> {
         Command::Import(args) => crate::import::run(&paths, &args).await,
         Command::Proxy(args) => proxy(&paths, args).await,
         Command::Exec(args) => crate::exec::run(&paths, args).await,
+        Command::Serve => crate::daemon::server::serve(&paths).await,
+        Command::Status { json } => crate::daemon::client::status(&paths, json).await,
     }
 }
 
@@ -354,18 +377,23 @@ async fn secret(paths: &Paths, command: SecretCommand) -> Result<u8> {
     }
 }
 
-fn actions(paths: &Paths, json: bool) -> Result<u8> {
-    let b = broker(paths)?;
-    let (ws, list) = b.actions_for(&cwd()?)?;
+async fn actions(paths: &Paths, json: bool) -> Result<u8> {
+    // Through the daemon when one runs, else in-process; the same answer either way.
+    let ws = crate::daemon::client::actions(paths).await?;
+    let list = ws.actions;
     if json {
         let v = serde_json::json!({
-            "workspace": ws.root.display().to_string(),
+            "workspace": ws.workspace.display().to_string(),
             "tenant": ws.tenant,
             "actions": list,
         });
         outln!("{v}");
     } else {
-        outln!("workspace {} (tenant `{}`)", ws.root.display(), ws.tenant);
+        outln!(
+            "workspace {} (tenant `{}`)",
+            ws.workspace.display(),
+            ws.tenant
+        );
         if list.is_empty() {
             outln!(
                 "no actions are allowed here; see [policy.tenants.{}]",
@@ -387,15 +415,8 @@ fn actions(paths: &Paths, json: bool) -> Result<u8> {
 
 async fn call(paths: &Paths, args: CallArgs) -> Result<u8> {
     let params = parse_params(&args.params)?;
-    let b = broker(paths)?;
-    let result = b
-        .call(outloop_core::broker::CallRequest {
-            workspace: cwd()?,
-            tenant: args.tenant,
-            action: args.action,
-            params,
-        })
-        .await?;
+    // Through the daemon when one runs, else in-process; the same answer either way.
+    let result = crate::daemon::client::call(paths, args.action, params, args.tenant).await?;
     if args.json {
         let v = serde_json::to_string(&result)
             .map_err(|e| Error::internal(format!("cannot encode the result: {e}")))?;
@@ -414,20 +435,20 @@ async fn call(paths: &Paths, args: CallArgs) -> Result<u8> {
     Ok(0)
 }
 
-fn explain(paths: &Paths, args: ExplainArgs) -> Result<u8> {
+async fn explain(paths: &Paths, args: ExplainArgs) -> Result<u8> {
     let params = parse_params(&args.params)?;
-    let b = broker(paths)?;
     let dir = match &args.workspace {
-        Some(d) => std::fs::canonicalize(d).map_err(|e| {
+        Some(d) => Some(std::fs::canonicalize(d).map_err(|e| {
             Error::new(
                 ErrorKind::Usage,
                 format!("--workspace `{}`: {e}", d.display()),
             )
-        })?,
-        None => cwd()?,
+        })?),
+        None => None,
     };
-    let alias_request = args.method.as_deref().zip(args.path.as_deref());
-    let e = b.explain_request(Path::new(&dir), &args.action, &params, alias_request)?;
+    let alias_request = args.method.zip(args.path);
+    // Through the daemon when one runs, else in-process; the same answer either way.
+    let e = crate::daemon::client::explain(paths, args.action, params, dir, alias_request).await?;
     if args.json {
         outln!(
             "{}",

@@ -32,6 +32,7 @@ mod agent_setup;
 mod cli;
 mod commands;
 mod doctor;
+mod daemon;
 mod edit;
 mod exec;
 mod import;

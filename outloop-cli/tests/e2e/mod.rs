@@ -8,6 +8,7 @@ mod import_keyring;
 mod init_agent;
 mod mcp;
 mod packs;
+mod daemon;
 mod policy;
 mod scan;
 mod tenants;

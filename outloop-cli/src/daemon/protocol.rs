@@ -1,0 +1,460 @@
+//! The daemon's wire protocol, version 1: newline-delimited JSON over a Unix socket.
+//!
+//! A client sends one [`Request`] per line (UTF-8 JSON, no embedded newline, at most
+//! [`MAX_REQUEST_BYTES`]) and reads [`Response`] lines until one is final (every body but
+//! [`Body::Held`]); then it may send the next request on the same connection. Every line
+//! carries `"v": 1`; a daemon answers a request of another version with a `usage` error.
+//!
+//! ```text
+//! → {"v":1,"op":"call","action":"echo.bearer","params":{"limit":"5"},"tenant":null}
+//! ← {"v":1,"type":"held","data":{"id":"…","action":"…",…}}        (only when held for approval)
+//! ← {"v":1,"type":"call","data":{"action":"echo.bearer","tenant":"acme","status":200,…}}
+//! → {"v":1,"op":"actions"}
+//! ← {"v":1,"type":"error","data":{"kind":"unbound_workspace","message":"directory `/tmp` is not …"}}
+//! ```
+//!
+//! The workspace of `call` and `actions` is never sent: the daemon takes it from the socket
+//! peer (its pid from `SO_PEERCRED`, then `/proc/<pid>/cwd`). Only `explain` accepts an
+//! explicit `workspace`, as `outloop policy explain --workspace` does.
+//!
+//! The result types mirror the broker's (`CallResult`, `ActionInfo`, `Explanation`) field for
+//! field and in the same order, so `outloop call --json` prints the same bytes whether the
+//! daemon or the in-process broker ran the action. Errors carry the [`ErrorKind`] name
+//! (`ErrorKind::as_str`), so exit codes are the same too.
+//!
+//! This file depends only on serde, serde_json and outloop-core so the e2e tests and the
+//! daemon bench include it with `#[path]` and speak the same types.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use outloop_core::approval::Approval;
+use outloop_core::{Error, ErrorKind};
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this build speaks.
+pub const VERSION: u32 = 1;
+
+/// The longest request line the daemon reads, in bytes (parameters are small).
+pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+
+/// The longest response line a client reads, in bytes: a 10 MiB body (the default response
+/// cap) JSON-escaped at worst six bytes per byte, plus headers.
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+/// One request line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// The protocol version, [`VERSION`].
+    pub v: u32,
+    /// What to do.
+    #[serde(flatten)]
+    pub op: Op,
+}
+
+impl Request {
+    /// A request of this build's version.
+    pub fn new(op: Op) -> Self {
+        Self { v: VERSION, op }
+    }
+}
+
+/// The operations, tagged by `op`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// Perform an action for the peer's workspace (`outloop call`).
+    Call {
+        /// The action name.
+        action: String,
+        /// The parameters as given, name → value (strings from `-p key=value`).
+        #[serde(default)]
+        params: serde_json::Map<String, serde_json::Value>,
+        /// The tenant the caller expects, if any.
+        #[serde(default)]
+        tenant: Option<String>,
+    },
+    /// The actions and aliases the peer's workspace may use (`outloop actions`).
+    Actions,
+    /// The decision for a request, with no backend call (`outloop policy explain`).
+    Explain {
+        /// The action name, or `alias:<name>`.
+        action: String,
+        /// The parameters as given.
+        #[serde(default)]
+        params: serde_json::Map<String, serde_json::Value>,
+        /// An explicit workspace directory (canonical); the peer's working directory when
+        /// absent.
+        #[serde(default)]
+        workspace: Option<PathBuf>,
+        /// For `alias:<name>`: the request's HTTP method.
+        #[serde(default)]
+        method: Option<String>,
+        /// For `alias:<name>`: the request's path below the alias base URL.
+        #[serde(default)]
+        path: Option<String>,
+    },
+    /// The daemon's own state (`outloop status`).
+    Status,
+    /// Reload the host config, as SIGHUP does; a bad config is refused and the old one kept.
+    Reload,
+}
+
+/// One response line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    /// The protocol version, [`VERSION`].
+    pub v: u32,
+    /// The answer.
+    #[serde(flatten)]
+    pub body: Body,
+}
+
+impl Response {
+    /// A response of this build's version.
+    pub fn new(body: Body) -> Self {
+        Self { v: VERSION, body }
+    }
+}
+
+/// The answers, tagged by `type` with the payload under `data`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data", rename_all = "snake_case")]
+pub enum Body {
+    /// Not final: the call is held for a human's approval (the pending approval).
+    Held(Approval),
+    /// The redacted result of `call`.
+    Call(CallOutput),
+    /// The answer to `actions`.
+    Actions(ActionsOutput),
+    /// The answer to `explain`.
+    Explain(ExplainOutput),
+    /// The answer to `status`.
+    Status(StatusOutput),
+    /// The answer to `reload`: the config now in use.
+    Reloaded(ReloadOutput),
+    /// The request failed; the kind decides the exit code.
+    Error(WireError),
+}
+
+/// The redacted result of an action; the object `outloop call --json` prints. Mirrors
+/// `outloop_core::broker::CallResult`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallOutput {
+    /// The action name.
+    pub action: String,
+    /// The tenant it ran for.
+    pub tenant: String,
+    /// The upstream HTTP status.
+    pub status: u16,
+    /// The redacted status text.
+    pub status_text: String,
+    /// Redacted response headers, lower-case name → value.
+    pub headers: BTreeMap<String, String>,
+    /// The redacted body as text.
+    pub body: String,
+    /// How many secret occurrences were replaced.
+    pub redactions: usize,
+}
+
+impl From<outloop_core::broker::CallResult> for CallOutput {
+    fn from(r: outloop_core::broker::CallResult) -> Self {
+        Self {
+            action: r.action,
+            tenant: r.tenant,
+            status: r.status,
+            status_text: r.status_text,
+            headers: r.headers,
+            body: r.body,
+            redactions: r.redactions,
+        }
+    }
+}
+
+/// One entry of `outloop actions`. Mirrors `outloop_core::broker::ActionInfo`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionEntry {
+    /// The action name, or `alias:<name>`.
+    pub name: String,
+    /// `action` or `alias`.
+    pub kind: String,
+    /// One line.
+    pub description: String,
+    /// `allow` or `approve`.
+    pub decision: String,
+    /// The JSON Schema of the parameters (actions only; `null` for aliases).
+    pub params: serde_json::Value,
+}
+
+impl From<outloop_core::broker::ActionInfo> for ActionEntry {
+    fn from(a: outloop_core::broker::ActionInfo) -> Self {
+        Self {
+            name: a.name,
+            kind: a.kind,
+            description: a.description,
+            decision: a.decision,
+            params: a.params,
+        }
+    }
+}
+
+/// The answer to `actions`: the workspace root, its tenant and what it may use.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionsOutput {
+    /// The bound workspace root that matched.
+    pub workspace: PathBuf,
+    /// Its tenant.
+    pub tenant: String,
+    /// The actions and aliases, sorted by name.
+    pub actions: Vec<ActionEntry>,
+}
+
+/// The answer to `explain`. Mirrors `outloop_core::broker::Explanation`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExplainOutput {
+    /// The action, or `alias:<name>`.
+    pub action: String,
+    /// The workspace root that matched.
+    pub workspace: String,
+    /// The workspace's tenant.
+    pub tenant: String,
+    /// `allow`, `deny` or `approve`.
+    pub decision: String,
+    /// The rule that decided.
+    pub rule: String,
+    /// One line for the reader.
+    pub reason: String,
+    /// The rate limits that apply, with their current use.
+    pub rates: Vec<String>,
+}
+
+impl From<outloop_core::broker::Explanation> for ExplainOutput {
+    fn from(e: outloop_core::broker::Explanation) -> Self {
+        Self {
+            action: e.action,
+            workspace: e.workspace,
+            tenant: e.tenant,
+            decision: e.decision,
+            rule: e.rule,
+            reason: e.reason,
+            rates: e.rates,
+        }
+    }
+}
+
+/// The daemon's state, as `outloop status --json` prints it (with `running: true` added).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusOutput {
+    /// The daemon's process id.
+    pub pid: u32,
+    /// The socket it listens on.
+    pub socket: PathBuf,
+    /// The host config file it runs on.
+    pub config: PathBuf,
+    /// The `outloop` version of the daemon.
+    pub version: String,
+    /// The protocol version it speaks.
+    pub protocol: u32,
+    /// Seconds since it started.
+    pub uptime_secs: u64,
+    /// Requests answered (`call`, `actions`, `explain`), whatever their outcome.
+    pub requests: u64,
+    /// Requests being answered right now (this `status` excluded).
+    pub in_flight: u64,
+    /// Successful config reloads (SIGHUP or `reload`).
+    pub reloads: u64,
+}
+
+/// The answer to `reload`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadOutput {
+    /// The host config file now in use.
+    pub config: PathBuf,
+    /// How many actions it defines.
+    pub actions: usize,
+}
+
+/// An error on the wire: the kind's stable name and the one-line message (never a secret:
+/// it is the broker's own `Error` message).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireError {
+    /// `ErrorKind::as_str`, e.g. `policy_denied`.
+    pub kind: String,
+    /// The one-line message.
+    pub message: String,
+    /// For `rate_limited`: how long to wait, in seconds, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_secs: Option<u64>,
+}
+
+impl From<&Error> for WireError {
+    fn from(e: &Error) -> Self {
+        let retry_after_secs = match e.kind() {
+            ErrorKind::RateLimited { retry_after } => retry_after.map(|d| d.as_secs()),
+            _ => None,
+        };
+        Self {
+            kind: e.kind().as_str().to_owned(),
+            message: e.message().to_owned(),
+            retry_after_secs,
+        }
+    }
+}
+
+impl From<WireError> for Error {
+    fn from(w: WireError) -> Self {
+        Error::new(kind_from_str(&w.kind, w.retry_after_secs), w.message)
+    }
+}
+
+/// The [`ErrorKind`] named `name` (the inverse of `ErrorKind::as_str`); an unknown name, from
+/// a newer daemon, reads as [`ErrorKind::Internal`].
+pub fn kind_from_str(name: &str, retry_after_secs: Option<u64>) -> ErrorKind {
+    match name {
+        "config" => ErrorKind::Config,
+        "usage" => ErrorKind::Usage,
+        "invalid_reference" => ErrorKind::InvalidReference,
+        "invalid_parameter" => ErrorKind::InvalidParameter,
+        "unknown_action" => ErrorKind::UnknownAction,
+        "unbound_workspace" => ErrorKind::UnboundWorkspace,
+        "policy_denied" => ErrorKind::PolicyDenied,
+        "approval_required" => ErrorKind::ApprovalRequired,
+        "not_found" => ErrorKind::NotFound,
+        "unauthenticated" => ErrorKind::Unauthenticated,
+        "permission_denied" => ErrorKind::PermissionDenied,
+        "rate_limited" => ErrorKind::RateLimited {
+            retry_after: retry_after_secs.map(Duration::from_secs),
+        },
+        "unavailable" => ErrorKind::Unavailable,
+        "timeout" => ErrorKind::Timeout,
+        "upstream_unreachable" => ErrorKind::UpstreamUnreachable,
+        "safety_refused" => ErrorKind::SafetyRefused,
+        "invalid_secret" => ErrorKind::InvalidSecret,
+        "audit" => ErrorKind::Audit,
+        "io" => ErrorKind::Io,
+        _ => ErrorKind::Internal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_kind_survives_the_wire() {
+        let kinds = [
+            ErrorKind::Config,
+            ErrorKind::Usage,
+            ErrorKind::InvalidReference,
+            ErrorKind::InvalidParameter,
+            ErrorKind::UnknownAction,
+            ErrorKind::UnboundWorkspace,
+            ErrorKind::PolicyDenied,
+            ErrorKind::ApprovalRequired,
+            ErrorKind::NotFound,
+            ErrorKind::Unauthenticated,
+            ErrorKind::PermissionDenied,
+            ErrorKind::RateLimited {
+                retry_after: Some(Duration::from_secs(7)),
+            },
+            ErrorKind::RateLimited { retry_after: None },
+            ErrorKind::Unavailable,
+            ErrorKind::Timeout,
+            ErrorKind::UpstreamUnreachable,
+            ErrorKind::SafetyRefused,
+            ErrorKind::InvalidSecret,
+            ErrorKind::Audit,
+            ErrorKind::Io,
+            ErrorKind::Internal,
+        ];
+        for k in kinds {
+            let e = Error::new(k, "one line");
+            let line =
+                serde_json::to_string(&Response::new(Body::Error(WireError::from(&e)))).unwrap();
+            let back: Response = serde_json::from_str(&line).unwrap();
+            let Body::Error(w) = back.body else {
+                panic!("not an error: {line}")
+            };
+            let e2 = Error::from(w);
+            assert_eq!(e2.kind(), k, "{line}");
+            assert_eq!(e2.kind().exit_code(), k.exit_code());
+            assert_eq!(e2.message(), "one line");
+        }
+    }
+
+    #[test]
+    fn requests_and_responses_have_the_documented_shape() {
+        let r = Request::new(Op::Call {
+            action: "echo.bearer".into(),
+            params: serde_json::from_str(r#"{"limit":"5"}"#).unwrap(),
+            tenant: None,
+        });
+        let line = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            line,
+            r#"{"v":1,"op":"call","action":"echo.bearer","params":{"limit":"5"},"tenant":null}"#
+        );
+        assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), r);
+        let minimal: Request = serde_json::from_str(r#"{"v":1,"op":"actions"}"#).unwrap();
+        assert_eq!(minimal.op, Op::Actions);
+        assert!(serde_json::from_str::<Request>(r#"{"v":1,"op":"nope"}"#).is_err());
+
+        let resp = Response::new(Body::Reloaded(ReloadOutput {
+            config: "/h/config.toml".into(),
+            actions: 3,
+        }));
+        let line = serde_json::to_string(&resp).unwrap();
+        assert_eq!(
+            line,
+            r#"{"v":1,"type":"reloaded","data":{"config":"/h/config.toml","actions":3}}"#
+        );
+        assert_eq!(serde_json::from_str::<Response>(&line).unwrap(), resp);
+    }
+
+    #[test]
+    fn mirrors_print_the_same_bytes_as_the_broker_types() {
+        let core = outloop_core::broker::CallResult {
+            action: "a".into(),
+            tenant: "acme".into(),
+            status: 200,
+            status_text: "OK".into(),
+            headers: [("content-type".to_owned(), "text/plain".to_owned())].into(),
+            body: "hi \"there\"\n".into(),
+            redactions: 2,
+        };
+        let wire = CallOutput::from(core.clone());
+        assert_eq!(
+            serde_json::to_string(&core).unwrap(),
+            serde_json::to_string(&wire).unwrap()
+        );
+        let core = outloop_core::broker::Explanation {
+            action: "a".into(),
+            workspace: "/w".into(),
+            tenant: "acme".into(),
+            decision: "deny".into(),
+            rule: "r".into(),
+            reason: "why".into(),
+            rates: vec!["x: 1 of 2 used".into()],
+        };
+        let wire = ExplainOutput::from(core.clone());
+        assert_eq!(
+            serde_json::to_string(&core).unwrap(),
+            serde_json::to_string(&wire).unwrap()
+        );
+        let core = outloop_core::broker::ActionInfo {
+            name: "a".into(),
+            kind: "action".into(),
+            description: "d".into(),
+            decision: "allow".into(),
+            params: serde_json::json!({"type": "object", "properties": {"b": {}, "a": {}}}),
+        };
+        let wire = ActionEntry::from(core.clone());
+        let through: ActionEntry =
+            serde_json::from_str(&serde_json::to_string(&wire).unwrap()).unwrap();
+        assert_eq!(
+            serde_json::to_string(&core).unwrap(),
+            serde_json::to_string(&through).unwrap()
+        );
+    }
+}
