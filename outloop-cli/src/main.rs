@@ -31,8 +31,8 @@ macro_rules! errln {
 mod agent_setup;
 mod cli;
 mod commands;
-mod doctor;
 mod daemon;
+mod doctor;
 mod edit;
 mod exec;
 mod import;

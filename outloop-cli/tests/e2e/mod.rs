@@ -1,6 +1,7 @@
 mod audit;
 mod bad_input;
 mod call;
+mod daemon;
 mod doctor;
 mod exec;
 mod import;
@@ -8,7 +9,6 @@ mod import_keyring;
 mod init_agent;
 mod mcp;
 mod packs;
-mod daemon;
 mod policy;
 mod scan;
 mod tenants;
