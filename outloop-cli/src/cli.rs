@@ -118,7 +118,12 @@ pub enum Command {
     ///
     /// SIGHUP reloads the host config (a bad one is refused and the old one kept); SIGTERM
     /// drains requests in flight and exits.
-    Serve,
+    Serve {
+        /// Also serve the alias proxy on 127.0.0.1 at this port (0 picks a free one; the
+        /// port is recorded for `outloop proxy url`).
+        #[arg(long)]
+        proxy_port: Option<u16>,
+    },
     /// Report whether the daemon runs: pid, socket, config, uptime, requests served.
     ///
     /// Exits 0 when it runs, 3 when it does not.

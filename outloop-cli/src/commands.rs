@@ -26,7 +26,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
     // Commands that edit the config or a backend make a running daemon reload.
     let edits = matches!(
         cli.command,
-        Command::Init
+        Command::Init(_)
             | Command::Tenant {
                 command: TenantCommand::Add { .. }
             }
@@ -109,7 +109,7 @@ async fn run_command(paths: &Paths, cli: Cli) -> Result<u8> {
         Command::Import(args) => crate::import::run(&paths, &args).await,
         Command::Proxy(args) => proxy(&paths, args).await,
         Command::Exec(args) => crate::exec::run(&paths, args).await,
-        Command::Serve => crate::daemon::server::serve(&paths).await,
+        Command::Serve { proxy_port } => crate::daemon::server::serve(&paths, proxy_port).await,
         Command::Status { json } => crate::daemon::client::status(&paths, json).await,
     }
 }

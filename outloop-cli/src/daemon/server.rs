@@ -129,14 +129,15 @@ impl State {
     }
 }
 
-/// Runs the daemon until SIGTERM or SIGINT; returns the exit code.
+/// Runs the daemon until SIGTERM or SIGINT, with the alias proxy on `127.0.0.1:<proxy_port>`
+/// when `proxy_port` is given; returns the exit code.
 ///
 /// # Errors
 ///
 /// [`ErrorKind::Config`] for a bad host config; [`ErrorKind::Usage`] when another daemon
 /// already serves the socket; [`ErrorKind::Io`] when the runtime directory, lock or socket
 /// cannot be set up or the process cannot be hardened.
-pub async fn serve(paths: &Paths) -> Result<u8> {
+pub async fn serve(paths: &Paths, proxy_port: Option<u16>) -> Result<u8> {
     super::harden_process()?;
     let broker = build_broker(paths)?;
     let dir = run_dir(paths);
@@ -170,13 +171,34 @@ pub async fn serve(paths: &Paths) -> Result<u8> {
     let tracker = TaskTracker::new();
     let shutdown = CancellationToken::new();
 
-    // ── Alias proxy (wt-proxy's `crate::proxy`): start it here after the merge. ───────────
-    // The proxy serves a listener over the broker; give it `Arc::clone(&state.broker)` (an
-    // `Arc<ArcSwap<Broker>>`, swapped on SIGHUP: load it per request with `load_full()`), run
-    // it with `tracker.spawn(…)` and stop it on `shutdown.cancelled()`, so SIGTERM drains
-    // proxy requests as it drains socket requests. A `--proxy-port` option belongs on
-    // `Command::Serve` in cli.rs.
-    // ──────────────────────────────────────────────────────────────────────────────────────
+    // The alias proxy, when asked for: it loads the current broker per request, so SIGHUP
+    // reloads reach it, and SIGTERM drains its requests with the socket's.
+    if let Some(port) = proxy_port {
+        let key = crate::proxy::TokenKey::load_or_create(paths)?;
+        let proxy_listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Io,
+                    format!("--proxy-port: cannot listen on 127.0.0.1:{port}: {e}"),
+                )
+            })?;
+        let addr = proxy_listener.local_addr().map_err(|e| {
+            Error::new(ErrorKind::Io, format!("cannot read the bound address: {e}"))
+        })?;
+        crate::proxy::announce(paths, addr)?;
+        let shared = Arc::clone(&state.broker);
+        let source: crate::proxy::BrokerSource = Arc::new(move || shared.load_full());
+        let stop = shutdown.clone();
+        tracker.spawn(async move {
+            if let Err(e) =
+                crate::proxy::serve(source, key, proxy_listener, stop.cancelled_owned()).await
+            {
+                errln!("outloop serve: alias proxy stopped: {e}");
+            }
+        });
+        errln!("outloop serve: alias proxy on http://{addr}");
+    }
 
     errln!(
         "outloop serve: ready on {} (pid {}, config {})",
