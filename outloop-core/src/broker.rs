@@ -129,6 +129,7 @@ pub struct Broker {
     cache_ttls: HashMap<String, std::time::Duration>,
     pins: Mutex<HashMap<PinKey, bool>>,
     blocked: Mutex<std::collections::HashSet<(String, String)>>,
+    redactors: RedactorCache,
 }
 
 impl std::fmt::Debug for Broker {
@@ -235,6 +236,7 @@ impl BrokerBuilder {
             cache_ttls,
             pins: Mutex::new(HashMap::new()),
             blocked: Mutex::new(std::collections::HashSet::new()),
+            redactors: RedactorCache::new(),
         })
     }
 }
@@ -788,17 +790,31 @@ impl Broker {
         self.blocked.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The redactor for `credentials` plus every backend's own tokens. Building one compiles
+    /// every variant of every secret into an automaton (milliseconds), so built redactors are
+    /// kept, keyed by a keyed digest of exactly what went in (labels and values): a rotated
+    /// value gets a new redactor, and the same set on the next request reuses the old one.
     fn redactor(&self, credentials: &Credentials) -> Result<SecretRedactor> {
-        let mut b = RedactorBuilder::new().floor(self.config.redaction.floor);
-        for (name, value) in credentials.iter() {
-            b.add(name, value)?;
-        }
+        let mut entries: Vec<(String, SecretValue)> = credentials
+            .iter()
+            .map(|(name, value)| (name.to_owned(), value.clone()))
+            .collect();
         for backend in self.backends.values() {
             for token in backend.own_secrets() {
-                b.add(&format!("backend:{}", backend.name()), &token)?;
+                entries.push((format!("backend:{}", backend.name()), token));
             }
         }
-        Ok(b.build())
+        let key = self.redactors.key(self.config.redaction.floor, &entries);
+        if let Some(hit) = self.redactors.get(&key) {
+            return Ok(hit);
+        }
+        let mut b = RedactorBuilder::new().floor(self.config.redaction.floor);
+        for (label, value) in &entries {
+            b.add(label, value)?;
+        }
+        let built = b.build();
+        self.redactors.insert(key, built.clone());
+        Ok(built)
     }
 
     /// Explains the decision for an action (or `alias:<name>`) from `dir`, with no backend
@@ -993,5 +1009,61 @@ impl Broker {
             }
         }
         Ok((ws, out))
+    }
+}
+
+/// Built redactors by a keyed SHA-256 of their inputs (see `Broker::redactor`). The key is
+/// random per broker, so the map holds no digest an attacker could test guesses against
+/// offline. At most [`RedactorCache::CAPACITY`] entries; when full it starts over.
+struct RedactorCache {
+    key: [u8; 32],
+    map: Mutex<HashMap<[u8; 32], SecretRedactor>>,
+}
+
+impl RedactorCache {
+    /// Distinct credential sets kept at once.
+    const CAPACITY: usize = 256;
+
+    fn new() -> Self {
+        let mut key = [0u8; 32];
+        key[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        key[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        Self {
+            key,
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn key(&self, floor: usize, entries: &[(String, SecretValue)]) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(self.key);
+        h.update((floor as u64).to_le_bytes());
+        for (label, value) in entries {
+            h.update((label.len() as u64).to_le_bytes());
+            h.update(label.as_bytes());
+            h.update((value.expose_secret().len() as u64).to_le_bytes());
+            h.update(value.expose_secret());
+        }
+        h.finalize().into()
+    }
+
+    fn get(&self, key: &[u8; 32]) -> Option<SecretRedactor> {
+        self.map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(key)
+            .cloned()
+    }
+
+    fn insert(&self, key: [u8; 32], redactor: SecretRedactor) {
+        let mut map = self
+            .map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() >= Self::CAPACITY {
+            map.clear();
+        }
+        map.insert(key, redactor);
     }
 }
