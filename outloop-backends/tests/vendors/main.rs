@@ -6,6 +6,7 @@
 pub mod fixtures;
 
 mod config;
+mod conformance;
 
 mod doppler;
 mod infisical;
