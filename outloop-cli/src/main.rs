@@ -31,6 +31,7 @@ macro_rules! errln {
 mod agent_setup;
 mod cli;
 mod commands;
+mod config_watch;
 mod daemon;
 mod doctor;
 mod edit;

@@ -619,56 +619,20 @@ impl ServerHandler for Server {
     }
 }
 
-/// One file's identity for change detection: path, modification time, size, inode.
-type Stamp = (PathBuf, Option<(std::time::SystemTime, u64, u64)>);
-
-fn stamp(path: &Path) -> Stamp {
-    let meta = std::fs::metadata(path).ok().map(|m| {
-        #[cfg(unix)]
-        let ino = std::os::unix::fs::MetadataExt::ino(&m);
-        #[cfg(not(unix))]
-        let ino = 0;
-        (m.modified().unwrap_or(std::time::UNIX_EPOCH), m.len(), ino)
-    });
-    (path.to_path_buf(), meta)
-}
-
-/// The state of the config file and every file its `include` globs match now.
-fn fingerprint(paths: &Paths) -> Vec<Stamp> {
-    let file = paths.config_file();
-    let mut out = vec![stamp(&file)];
-    let includes = std::fs::read_to_string(&file)
-        .ok()
-        .and_then(|t| t.parse::<toml::Table>().ok())
-        .and_then(|t| t.get("include").cloned());
-    let base = file.parent().unwrap_or(Path::new("."));
-    if let Some(toml::Value::Array(patterns)) = includes {
-        for p in patterns.iter().filter_map(|p| p.as_str()) {
-            let full = if Path::new(p).is_absolute() {
-                PathBuf::from(p)
-            } else {
-                base.join(p)
-            };
-            if let Ok(entries) = glob::glob(&full.to_string_lossy()) {
-                let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok()).collect();
-                files.sort();
-                out.extend(files.iter().map(|f| stamp(f)));
-            }
-        }
-    }
-    out
-}
-
 /// Watches the config; on a change rebuilds the broker and tells the client when the tools
 /// changed.
 /// `last` is the fingerprint taken before the running broker was built, so a change made
 /// while it was being built is not missed.
-async fn watch(state: Arc<State>, peer: Peer<RoleServer>, mut last: Vec<Stamp>) {
+async fn watch(
+    state: Arc<State>,
+    peer: Peer<RoleServer>,
+    mut last: Vec<crate::config_watch::Stamp>,
+) {
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let now = fingerprint(&state.paths);
+        let now = crate::config_watch::fingerprint(&state.paths);
         if now == last {
             continue;
         }
@@ -726,7 +690,7 @@ pub async fn run(paths: Paths, workspace: Option<PathBuf>) -> Result<u8> {
         }
     };
     let slot: HoldSlot = Arc::default();
-    let seen = fingerprint(&paths);
+    let seen = crate::config_watch::fingerprint(&paths);
     let broker = build_broker(&paths, &slot)?;
     let state = Arc::new(State {
         paths,

@@ -54,7 +54,7 @@ pub const TOKEN_PREFIX: &str = "olp_";
 pub const MAX_REQUEST_BODY: usize = 10 * 1024 * 1024;
 
 const KEY_FILE: &str = "proxy.key";
-const PORT_FILE: &str = "proxy.port";
+pub(crate) const PORT_FILE: &str = "proxy.port";
 
 /// Gives the broker to use for each request (the daemon swaps it on reload; the standalone
 /// proxy always returns the same one).

@@ -11,8 +11,10 @@
 //!    base64, hex, percent and JSON escapes, …): kind [`STORED_KIND`].
 //!
 //! The walk respects `.gitignore`, `.ignore` and `.git/info/exclude` (the `ignore` crate,
-//! ripgrep's walker) even outside a git repository, unless `--include-ignored`; it visits
-//! hidden files (`.env` is one) but never `.git/`, and does not follow symlinks. Files over
+//! ripgrep's walker) even outside a git repository, unless `--include-ignored`, except that
+//! `.env*` files in the directories it visits are always read (git ignoring them does not keep
+//! an agent from reading them); it visits hidden files but never `.git/`, and does not follow
+//! symlinks. A file or directory it cannot read is counted as `unreadable`, not fatal. Files over
 //! [`MAX_FILE_BYTES`] and binary files (a NUL byte in the first [`BINARY_PROBE_BYTES`]) are
 //! skipped and counted.
 //!
@@ -124,9 +126,14 @@ pub async fn run(paths: &Paths, args: &ScanArgs) -> Result<u8> {
         .ok()
         .filter(|p| p.is_dir())
         .ok_or_else(|| {
+            let problem = if dir.exists() {
+                "is not a directory"
+            } else {
+                "does not exist"
+            };
             Error::new(
                 ErrorKind::Usage,
-                format!("scan: `{}` is not a directory", dir.display()),
+                format!("scan: `{}` {problem}", dir.display()),
             )
         })?;
     let stored = if opts.no_backends {
@@ -234,26 +241,85 @@ fn scan_dir(root: &Path, opts: &Options, stored: Option<&Stored>) -> Result<Repo
         .sort_by_file_name(std::ffi::OsStr::cmp)
         .filter_entry(|e| e.file_name() != ".git")
         .build();
+    let rel_of = |path: &Path| {
+        path.strip_prefix(root)
+            .unwrap_or(path)
+            .to_string_lossy()
+            .replace('\\', "/")
+    };
+    let mut scanned = std::collections::BTreeSet::new();
+    // `.env*` files the ignore rules hide from the walk, found in the directories it visits.
+    let mut dotenvs = std::collections::BTreeSet::new();
     for entry in walker {
-        let entry = entry.map_err(|e| Error::new(ErrorKind::Io, format!("scan: {e}")))?;
-        if !entry.file_type().is_some_and(|t| t.is_file()) {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                // A directory or file the walk cannot read is counted, not fatal.
+                report.skipped.push(Skipped {
+                    path: walk_error_path(&e).map_or_else(|| "?".to_owned(), &rel_of),
+                    reason: "unreadable",
+                });
+                continue;
+            }
+        };
+        let Some(file_type) = entry.file_type() else {
+            continue;
+        };
+        if file_type.is_dir() {
+            if ignore {
+                dotenv_files(entry.path(), &mut dotenvs);
+            }
             continue;
         }
-        let rel = entry
-            .path()
-            .strip_prefix(root)
-            .unwrap_or(entry.path())
-            .to_string_lossy()
-            .replace('\\', "/");
-        match read_text(entry.path()) {
-            Ok(text) => {
-                report.files_scanned += 1;
-                scan_text(&rel, &text, stored, &mut report.findings);
-            }
-            Err(reason) => report.skipped.push(Skipped { path: rel, reason }),
+        if !file_type.is_file() {
+            continue;
         }
+        scanned.insert(entry.path().to_path_buf());
+        scan_one(entry.path(), rel_of(entry.path()), stored, &mut report);
+    }
+    for path in dotenvs.difference(&scanned) {
+        scan_one(path, rel_of(path), stored, &mut report);
     }
     Ok(report)
+}
+
+/// Scans one file into `report`, or records why it was skipped.
+fn scan_one(path: &Path, rel: String, stored: Option<&Stored>, report: &mut Report) {
+    match read_text(path) {
+        Ok(text) => {
+            report.files_scanned += 1;
+            scan_text(&rel, &text, stored, &mut report.findings);
+        }
+        Err(reason) => report.skipped.push(Skipped { path: rel, reason }),
+    }
+}
+
+/// Adds the regular `.env*` files directly in `dir` to `out`. They are read even when
+/// `.gitignore` lists them: git ignoring a file does not stop an agent from reading it, and
+/// `.env` is the file most projects ignore.
+fn dotenv_files(dir: &Path, out: &mut std::collections::BTreeSet<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with(".env")
+            && entry.file_type().is_ok_and(|t| t.is_file())
+        {
+            out.insert(entry.path());
+        }
+    }
+}
+
+/// The path a walk error is about, when it names one.
+fn walk_error_path(e: &ignore::Error) -> Option<&Path> {
+    match e {
+        ignore::Error::WithPath { path, .. } => Some(path),
+        ignore::Error::WithDepth { err, .. } | ignore::Error::WithLineNumber { err, .. } => {
+            walk_error_path(err)
+        }
+        _ => None,
+    }
 }
 
 /// Reads a file as text, or says why not (`binary`, `too-large`, `unreadable`).

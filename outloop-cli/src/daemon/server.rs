@@ -40,6 +40,10 @@ tokio::task_local! {
     static HELD: mpsc::UnboundedSender<Approval>;
 }
 
+/// How often the daemon looks at the whole config for changes (requests re-stat the known
+/// files themselves).
+const CONFIG_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// The daemon's shared state.
 pub struct State {
     /// The broker every request uses, swapped whole on reload. Load it per request
@@ -52,6 +56,11 @@ pub struct State {
     requests: AtomicU64,
     in_flight: AtomicU64,
     reloads: AtomicU64,
+    /// The config files as they were when the current broker was built (or a reload of
+    /// them was refused).
+    stamps: std::sync::Mutex<Vec<crate::config_watch::Stamp>>,
+    /// Serializes reloads.
+    reloading: tokio::sync::Mutex<()>,
 }
 
 /// Builds the daemon's broker from the host config; a held request is reported to the
@@ -96,13 +105,36 @@ impl State {
         }
     }
 
+    /// The broker for the next request. When a config file changed since the current broker
+    /// was built (a re-stat of each, microseconds), reloads first, so an edit by hand (a
+    /// revoked permission, say) applies to the very next request.
+    async fn current(&self) -> Arc<Broker> {
+        if self.config_changed() {
+            let _one = self.reloading.lock().await;
+            if self.config_changed() {
+                let _ = self.reload().await;
+            }
+        }
+        self.broker.load_full()
+    }
+
+    fn config_changed(&self) -> bool {
+        !crate::config_watch::unchanged(&self.stamps.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     /// Loads the host config into a new broker and swaps it in; on error the old broker
     /// stays. Logs one line either way.
     async fn reload(&self) -> Result<ReloadOutput> {
         let paths = self.paths.clone();
-        let built = tokio::task::spawn_blocking(move || build_broker(&paths))
-            .await
-            .map_err(|e| Error::internal(format!("reload task failed: {e}")))?;
+        let (seen, built) = tokio::task::spawn_blocking(move || {
+            // Taken before the build, so an edit made during it is seen next time.
+            let seen = crate::config_watch::fingerprint(&paths);
+            (seen, build_broker(&paths))
+        })
+        .await
+        .map_err(|e| Error::internal(format!("reload task failed: {e}")))?;
+        // A refused config is not retried on every request: the next edit triggers a reload.
+        *self.stamps.lock().unwrap_or_else(|p| p.into_inner()) = seen;
         match built {
             Ok(b) => {
                 let out = ReloadOutput {
@@ -139,6 +171,7 @@ impl State {
 /// cannot be set up or the process cannot be hardened.
 pub async fn serve(paths: &Paths, proxy_port: Option<u16>) -> Result<u8> {
     super::harden_process()?;
+    let seen = crate::config_watch::fingerprint(paths);
     let broker = build_broker(paths)?;
     let dir = run_dir(paths);
     ensure_private_dir(&dir)?;
@@ -167,9 +200,38 @@ pub async fn serve(paths: &Paths, proxy_port: Option<u16>) -> Result<u8> {
         requests: AtomicU64::new(0),
         in_flight: AtomicU64::new(0),
         reloads: AtomicU64::new(0),
+        stamps: std::sync::Mutex::new(seen),
+        reloading: tokio::sync::Mutex::new(()),
     });
     let tracker = TaskTracker::new();
     let shutdown = CancellationToken::new();
+
+    // Every POLL, a full look at the config (new files an `include` glob matches, too): keeps
+    // the alias proxy current, which takes its broker without waiting on a reload.
+    {
+        let state = Arc::clone(&state);
+        let stop = shutdown.clone();
+        tracker.spawn(async move {
+            let mut tick = tokio::time::interval(CONFIG_POLL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                let paths = state.paths.clone();
+                let now =
+                    tokio::task::spawn_blocking(move || crate::config_watch::fingerprint(&paths))
+                        .await
+                        .unwrap_or_default();
+                let stale = *state.stamps.lock().unwrap_or_else(|p| p.into_inner()) != now;
+                if stale {
+                    let _one = state.reloading.lock().await;
+                    let _ = state.reload().await;
+                }
+            }
+        });
+    }
 
     // The alias proxy, when asked for: it loads the current broker per request, so SIGHUP
     // reloads reach it, and SIGTERM drains its requests with the socket's.
@@ -249,6 +311,9 @@ pub async fn serve(paths: &Paths, proxy_port: Option<u16>) -> Result<u8> {
             errln!("outloop serve: second signal: exiting without draining");
             return Ok(1);
         }
+    }
+    if proxy_port.is_some() {
+        let _ = std::fs::remove_file(paths.state_dir.join(crate::proxy::PORT_FILE));
     }
     // Every answered request's audit record was fsynced before its answer was written.
     errln!(
@@ -430,7 +495,7 @@ async fn answer(state: &State, reader: &mut BufReader<UnixStream>, req: Request)
 }
 
 async fn answer_broker(state: &State, reader: &mut BufReader<UnixStream>, op: Op) -> Option<Body> {
-    let broker = state.broker.load_full();
+    let broker = state.current().await;
     // The peer's working directory, from the OS: a client cannot claim another workspace.
     let peer_dir = || outloop_core::workspace::peer_dir(reader.get_ref());
     let result = match op {

@@ -395,6 +395,27 @@ fn ignored_files_are_read_only_when_asked() {
 }
 
 #[test]
+fn a_dotenv_file_is_read_even_when_gitignore_lists_it() {
+    let env = env_with_tokens();
+    let ws = env.acme.join("ignored-env");
+    let token = format!("ghp_{}", pad(ALNUM, 36));
+    write(&ws, ".gitignore", ".env\n.env.*\nbuild/\n");
+    write(&ws, ".env", &format!("GITHUB_TOKEN={token}\n"));
+    write(&ws, "sub/.env.local", &format!("GH={token}\n"));
+    // A file in an ignored directory stays unread: the walk does not enter it.
+    write(&ws, "build/.env", &format!("GH={token}\n"));
+    let r = env.run(&["scan", "--json", "--no-backends", "."], &ws);
+    assert_eq!(r.code, 6, "{}", r.stderr);
+    let got = findings(&r);
+    let paths: Vec<&str> = got.iter().map(|f| f.0.as_str()).collect();
+    assert!(paths.contains(&".env"), "{got:?}");
+    assert!(paths.contains(&"sub/.env.local"), "{got:?}");
+    assert!(!paths.contains(&"build/.env"), "{got:?}");
+    assert!(!r.stdout.contains(&token) && !r.stderr.contains(&token));
+    env.assert_no_leak();
+}
+
+#[test]
 fn values_stored_in_the_vault_are_found_in_any_encoding() {
     let env = Env::new("");
     let ws = env.acme.join("stored");
@@ -465,9 +486,6 @@ fn a_clean_tree_exits_zero_and_bad_input_is_a_usage_error() {
     );
     let r = env.run(&["scan", "does-not-exist"], &ws);
     assert_eq!(r.code, 2);
-    assert_eq!(
-        r.stderr,
-        "outloop: scan: `does-not-exist` is not a directory\n"
-    );
+    assert_eq!(r.stderr, "outloop: scan: `does-not-exist` does not exist\n");
     env.assert_no_leak();
 }
