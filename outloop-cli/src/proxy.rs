@@ -56,6 +56,12 @@ pub const MAX_REQUEST_BODY: usize = 10 * 1024 * 1024;
 const KEY_FILE: &str = "proxy.key";
 pub(crate) const PORT_FILE: &str = "proxy.port";
 
+/// How long a client may take to send its request line and headers.
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The largest request head (request line and headers) the proxy reads, in bytes.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
 /// Gives the broker to use for each request (the daemon swaps it on reload; the standalone
 /// proxy always returns the same one).
 pub type BrokerSource = Arc<dyn Fn() -> Arc<Broker> + Send + Sync>;
@@ -292,7 +298,10 @@ pub async fn serve(
                             let key = key.clone();
                             async move { Ok::<_, std::convert::Infallible>(handle(&broker, &key, req).await) }
                         });
+                        // A client that never finishes its request head is cut off.
                         let _ = hyper::server::conn::http1::Builder::new()
+                            .timer(hyper_util::rt::TokioTimer::new())
+                            .header_read_timeout(HEADER_READ_TIMEOUT)
                             .serve_connection(TokioIo::new(stream), service)
                             .await;
                     });
@@ -313,6 +322,19 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let (parts, body) = req.into_parts();
+    let head_bytes: usize = parts
+        .headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + parts.uri.to_string().len();
+    if head_bytes > MAX_HEAD_BYTES {
+        return error_response(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "invalid_parameter",
+            &format!("request line and headers exceed {MAX_HEAD_BYTES} bytes"),
+        );
+    }
     let path = parts.uri.path();
     let mut segments = path.trim_start_matches('/').splitn(2, '/');
     let first = segments.next().unwrap_or("");
@@ -591,6 +613,14 @@ mod tests {
             );
             assert!(r.contains("x-outloop-error"), "{r}");
         }
+        // A request head over MAX_HEAD_BYTES is refused before anything is sent upstream.
+        let big = "a".repeat(MAX_HEAD_BYTES + 1024);
+        let r = exchange(
+            addr,
+            &format!("GET /{token}/up/ok HTTP/1.1\r\nHost: a\r\nX-Big: {big}\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
+        assert!(r.starts_with("HTTP/1.1 431"), "{}", &r[..r.len().min(200)]);
         assert_eq!(
             hits.load(Ordering::SeqCst),
             2,
