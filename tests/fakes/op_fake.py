@@ -226,12 +226,12 @@ def cmd_item_get(db, args):
 
 
 def cmd_whoami(db, args):
-    fmt = "human"
-    for a in args:
-        if a in ("--format=json", "--format", "json"):
-            fmt = "json" if a != "--format" else fmt
-        else:
-            fail(f"unknown flag: {a}")
+    if args in ([], ["--format=human"], ["--format", "human"]):
+        fmt = "human"
+    elif args in (["--format=json"], ["--format", "json"]):
+        fmt = "json"
+    else:
+        fail(f"unknown flag: {args[0]}")
     authenticate(db, "")
     service = os.environ.get("OP_SERVICE_ACCOUNT_TOKEN") is not None
     who = {"url": "https://fake.1password.com", "email": "" if service else "fake@example.com",
