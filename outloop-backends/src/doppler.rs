@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use outloop_core::backend::{Capabilities, SecretBackend, expect_kind};
+use outloop_core::backend::{Capabilities, Health, Probe, SecretBackend, expect_kind};
 use outloop_core::{BackendKind, Error, ErrorKind, Result, SecretRef, SecretValue};
 use reqwest::Url;
 use serde::Deserialize;
@@ -389,5 +389,87 @@ impl SecretBackend for DopplerBackend {
 
     fn own_secrets(&self) -> Vec<SecretValue> {
         self.own.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Checks the API and the token without reading any secret value, with one
+    /// `GET /v3/me` ("Retrieve token info", what `doppler me` calls; answered with
+    /// `{"workplace":{"name","slug"},"type","token_preview","slug","created_at","name",
+    /// "last_seen_at"}`, DopplerHQ/cli `pkg/models/api.go` `ActorInfo`,
+    /// `pkg/http/api.go` `GetActorInfo`; docs.doppler.com/reference/api):
+    ///
+    /// - installed: built in (HTTP, no CLI);
+    /// - reachable: Doppler gave an HTTP answer, whatever its status;
+    /// - authenticated: that answer is 200 with a JSON object (401: the token was refused;
+    ///   the answer's fields are not kept or shown). The token is read from its reference
+    ///   first; if that fails, authenticated fails and reachable is not checked.
+    async fn health(&self) -> Health {
+        let installed = Probe::ok("built in (HTTP)");
+        let what = "checking the token with GET /v3/me";
+        let token = match self.token().await {
+            Ok(t) => t,
+            Err(e) => {
+                return Health {
+                    installed,
+                    reachable: Probe::skipped("no token to call Doppler with"),
+                    authenticated: Probe::failed(&e),
+                };
+            }
+        };
+        let Ok(token) = std::str::from_utf8(token.expose_secret()) else {
+            return Health {
+                installed,
+                reachable: Probe::skipped("no token to call Doppler with"),
+                authenticated: Probe::failed(&Error::internal("token checked as UTF-8 at fetch")),
+            };
+        };
+        let bearer = zeroize::Zeroizing::new(format!("Bearer {token}"));
+        let Ok(mut auth) = reqwest::header::HeaderValue::from_str(&bearer) else {
+            return Health {
+                installed,
+                reachable: Probe::skipped("no usable token to call Doppler with"),
+                authenticated: Probe::failed(&Error::new(
+                    ErrorKind::Unauthenticated,
+                    format!(
+                        "backend `{}`: the token at `{}` is not a valid header value",
+                        self.name,
+                        self.token_source.reference()
+                    ),
+                )),
+            };
+        };
+        auth.set_sensitive(true);
+        let mut url = self.api.clone();
+        url.set_path(&format!("{}/v3/me", self.api.path().trim_end_matches('/')));
+        let req = self
+            .http
+            .get(url)
+            .header(reqwest::header::AUTHORIZATION, auth)
+            .header(reqwest::header::ACCEPT, "application/json");
+        let resp = match rest::send(&self.name, what, req).await {
+            Ok(r) => r,
+            Err(e) => return Health::unreachable(installed, &e),
+        };
+        let reachable = Probe::ok(format!("{} answered (HTTP {})", self.api, resp.status));
+        let authenticated = if resp.status == 200 {
+            match serde_json::from_slice::<BTreeMap<String, serde::de::IgnoredAny>>(&resp.body) {
+                Ok(_) => Probe::ok("Doppler accepted the token (GET /v3/me)"),
+                Err(_) => Probe::failed(&bad_answer(&self.name, what)),
+            }
+        } else {
+            let kind = rest::status_kind(resp.status, resp.retry_after);
+            let why = match kind {
+                ErrorKind::Unauthenticated => "Doppler refused the token (401)".to_owned(),
+                _ => format!("Doppler answered HTTP {}", resp.status),
+            };
+            Probe::failed(&Error::new(
+                kind,
+                format!("backend `{}`: {what}: {why}", self.name),
+            ))
+        };
+        Health {
+            installed,
+            reachable,
+            authenticated,
+        }
     }
 }

@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use outloop_core::backend::{Capabilities, SecretBackend, expect_kind};
+use outloop_core::backend::{Capabilities, Health, Probe, SecretBackend, expect_kind};
 use outloop_core::{BackendKind, Error, ErrorKind, Result, SecretRef, SecretValue};
 use reqwest::Url;
 use serde::Deserialize;
@@ -583,6 +583,36 @@ impl SecretBackend for InfisicalBackend {
 
     fn own_secrets(&self) -> Vec<SecretValue> {
         self.own.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Checks the server and the machine identity without reading any secret value:
+    ///
+    /// - installed: built in (HTTP, no CLI);
+    /// - reachable: a `GET` of the login route (`/api/v1/auth/universal-auth/login`) gets an
+    ///   HTTP answer, whatever its status (the route takes `POST`; no credential is sent);
+    /// - authenticated: a usable access token, as reads get it: the cached one while valid,
+    ///   else a Universal Auth login with the client secret read from its reference. The
+    ///   lockout guard applies: within [`LOGIN_BACKOFF`] of a refused login no login is
+    ///   sent and this fails at once.
+    async fn health(&self) -> Health {
+        let installed = Probe::ok("built in (HTTP)");
+        let what = "checking that Infisical answers";
+        let req = self
+            .http
+            .get(self.url(&["api", "v1", "auth", "universal-auth", "login"]));
+        let reachable = match rest::send(&self.name, what, req).await {
+            Ok(resp) => Probe::ok(format!("{} answered (HTTP {})", self.api, resp.status)),
+            Err(e) => return Health::unreachable(installed, &e),
+        };
+        let authenticated = match self.access_token(false).await {
+            Ok(_) => Probe::ok("Universal Auth login accepted (or its token still valid)"),
+            Err(e) => Probe::failed(&e),
+        };
+        Health {
+            installed,
+            reachable,
+            authenticated,
+        }
     }
 }
 

@@ -30,7 +30,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use outloop_core::backend::{Capabilities, SecretBackend, expect_kind};
+use outloop_core::backend::{Capabilities, Health, Probe, SecretBackend, expect_kind};
 use outloop_core::{BackendKind, Error, ErrorKind, Result, SecretRef, SecretValue};
 use serde::Deserialize;
 use tokio::io::AsyncReadExt;
@@ -221,6 +221,12 @@ impl OnePasswordBackend {
 
     /// Runs `op <args…>` as described in the module docs.
     async fn run(&self, args: &[&str], what: &str) -> Result<Run> {
+        self.run_as(args, what, true).await
+    }
+
+    /// Runs `op <args…>`; with `auth` false no service-account token is read or passed and no
+    /// `--account` is added (for `op --version`).
+    async fn run_as(&self, args: &[&str], what: &str, auth: bool) -> Result<Run> {
         let mut cmd = tokio::process::Command::new(&self.op);
         cmd.env_clear();
         for (k, v) in std::env::vars_os() {
@@ -232,7 +238,12 @@ impl OnePasswordBackend {
                 cmd.env(k, v);
             }
         }
-        if let Some(token) = self.service_token().await? {
+        let token = if auth {
+            self.service_token().await?
+        } else {
+            None
+        };
+        if let Some(token) = token {
             let token = std::str::from_utf8(token.expose_secret())
                 .ok()
                 .filter(|t| !t.is_empty() && !t.contains('\0'))
@@ -250,7 +261,7 @@ impl OnePasswordBackend {
                 .env_remove("OP_CONNECT_TOKEN");
             cmd.env("OP_SERVICE_ACCOUNT_TOKEN", token);
         }
-        if let Some(a) = &self.account {
+        if let Some(a) = self.account.as_ref().filter(|_| auth) {
             cmd.arg("--account").arg(a);
         }
         cmd.args(args)
@@ -577,6 +588,80 @@ impl SecretBackend for OnePasswordBackend {
 
     fn own_secrets(&self) -> Vec<SecretValue> {
         self.own.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Checks the CLI without reading any secret value:
+    ///
+    /// - installed: `op --version` (no token, no `--account`) runs within `timeout_secs`,
+    ///   exits 0 and prints a version (`2.30.0`); a missing or non-executable `op_path`
+    ///   fails here;
+    /// - authenticated: `op whoami` ("Returns the currently active account or service
+    ///   account. The command returns an error if no accounts are currently authenticated.",
+    ///   developer.1password.com/docs/cli/reference/commands/whoami) with the same
+    ///   environment as reads (the service-account token in `OP_SERVICE_ACCOUNT_TOKEN`,
+    ///   never argv), its error classified as reads are; its output is not kept;
+    /// - reachable: ok when `op whoami` answered (it talks to 1Password or the desktop app);
+    ///   failed when `op` could not reach them or timed out; skipped when `op` refused
+    ///   before contacting anything (not signed in).
+    ///
+    /// Caveat: third-party reports say that with the desktop-app integration (op 2.39)
+    /// `op whoami` can fail with `account is not signed in` even though reads work; doctor
+    /// then reports `authenticated FAILED` for a backend that may still read.
+    async fn health(&self) -> Health {
+        let installed = match self
+            .run_as(&["--version"], "checking `op --version`", false)
+            .await
+        {
+            Ok(run) => {
+                let out = String::from_utf8_lossy(&run.stdout);
+                let version = out.trim();
+                if run.ok
+                    && version.starts_with(|c: char| c.is_ascii_digit())
+                    && version.len() <= 40
+                    && version
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '+'))
+                {
+                    Probe::ok(format!("`{}` is op {version}", self.op.display()))
+                } else {
+                    return Health::not_installed(&Error::new(
+                        ErrorKind::Unavailable,
+                        format!(
+                            "backend `{}`: `{} --version` did not print a 1Password CLI version",
+                            self.name,
+                            self.op.display()
+                        ),
+                    ));
+                }
+            }
+            Err(e) => return Health::not_installed(&e),
+        };
+        let what = "checking sign-in with `op whoami`";
+        let result = match self.run(&["whoami", "--format=json"], what).await {
+            Ok(run) if run.ok => Ok(()),
+            Ok(run) => Err(self.classify(what, &run.stderr)),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => Health {
+                installed,
+                reachable: Probe::ok("`op whoami` answered"),
+                authenticated: Probe::ok("signed in (`op whoami` exited 0)"),
+            },
+            Err(e) if matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::Timeout) => {
+                Health::unreachable(installed, &e)
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::RateLimited { .. }) => Health {
+                installed,
+                reachable: Probe::ok("1Password answered (throttling)"),
+                authenticated: Probe::failed(&e),
+            },
+            Err(e) => Health {
+                installed,
+                reachable: Probe::skipped("`op` refused before contacting 1Password"),
+                authenticated: Probe::failed(&e),
+            },
+        }
     }
 }
 

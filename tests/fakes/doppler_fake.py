@@ -20,6 +20,9 @@ It follows Doppler's documented requests and responses:
   DOPPLER_CONFIG and DOPPLER_ENVIRONMENT metadata keys (what `doppler secrets` shows);
 - GET /v3/configs/config/secrets/download?format=json -> a flat {NAME: computed} object, the
   same metadata keys included (DopplerHQ/cli pkg/http/api.go DownloadSecrets);
+- GET /v3/me ("Retrieve token info", what `doppler me` calls)
+  -> {"workplace":{"name","slug"},"type","token_preview","slug","created_at","name",
+      "last_seen_at"} (DopplerHQ/cli pkg/models/api.go ActorInfo, pkg/http/api.go GetActorInfo);
 - errors: {"messages":["..."],"success":false} (DopplerHQ/cli pkg/http/http.go errorResponse)
   with 400, 401 ("Invalid token", as in Doppler's own tests), 403, 404 and 429. Doppler's
   message wording beyond "Invalid token" is not documented; these texts are the fake's own.
@@ -95,12 +98,13 @@ class Handler(BaseHTTPRequestHandler):
         if url.path == "/__fake/stats":
             with srv.lock:
                 return self.send_json(200, dict(srv.stats, last_query=srv.last_query))
-        routes = {"/v3/configs/config/secret": self.one,
+        routes = {"/v3/me": None,
+                  "/v3/configs/config/secret": self.one,
                   "/v3/configs/config/secrets": self.many,
                   "/v3/configs/config/secrets/download": self.download}
-        handler = routes.get(url.path)
-        if handler is None:
+        if url.path not in routes:
             return self.fail(404, "Not found")
+        handler = routes[url.path]
         with srv.lock:
             srv.stats["requests"] += 1
             srv.last_query = q
@@ -114,6 +118,8 @@ class Handler(BaseHTTPRequestHandler):
         grant = srv.seed["tokens"].get(token) if token else None
         if grant is None:
             return self.fail(401, "Invalid token")
+        if url.path == "/v3/me":
+            return self.me(token)
         project, config = q.get("project", ""), q.get("config", "")
         if token.startswith("dp.st."):
             if (project and project != grant["project"]) or (config and config != grant["config"]):
@@ -136,6 +142,14 @@ class Handler(BaseHTTPRequestHandler):
         secrets.update({"DOPPLER_PROJECT": project, "DOPPLER_CONFIG": config,
                         "DOPPLER_ENVIRONMENT": cfg.get("environment", config)})
         handler(q, secrets)
+
+    def me(self, token):
+        kind = {"dp.st.": "service_token", "dp.pt.": "personal", "dp.ct.": "cli",
+                "dp.sa.": "service_account"}.get(token[:6], "unknown")
+        self.send_json(200, {"workplace": {"name": "FAKE Workplace", "slug": "fake-workplace"},
+                             "type": kind, "token_preview": token[:6] + "...",
+                             "slug": "fake-token-slug", "created_at": "2026-11-30T06:00:00.000Z",
+                             "name": "FAKE token", "last_seen_at": "2026-11-30T06:00:00.000Z"})
 
     @staticmethod
     def value_obj(v):

@@ -10,6 +10,14 @@ It reproduces what op 2.x prints for the commands Outloop runs:
   only A-Z a-z 0-9 - _ . and space, at most 4 segments;
 - `op [--account A] item get <item> --vault <v> --format json`: the item JSON in the CLI's
   snake_case shape (1Password/op-js src/index.ts types; `op item get --help`);
+- `op --version`: the version alone on one line, e.g. "2.30.0";
+- `op [--account A] whoami [--format json]`: the active account or service account, or an
+  error when none is authenticated ("Returns the currently active account or service account.
+  The command returns an error if no accounts are currently authenticated.",
+  developer.1password.com/docs/cli/reference/commands/whoami); JSON keys `url`, `email`,
+  `user_uuid`, `account_uuid` (1Password/op-js src/index.ts) and `user_type` ("HUMAN" or
+  "SERVICE_ACCOUNT"); see /work/shared/reference/backends.md section 1.5. The fake checks
+  auth exactly as for reads;
 - errors: exit status 1 and one stderr line `[ERROR] YYYY/MM/DD HH:MM:SS <message>`
   (format parsed by 1Password/op-js src/cli.ts), with the messages op 2.32-2.39 prints for a
   missing item, vault or field, not signed in, a bad service-account token (401 and
@@ -217,6 +225,25 @@ def cmd_item_get(db, args):
     sys.stdout.write(json.dumps(out, indent=2) + "\n")
 
 
+def cmd_whoami(db, args):
+    if args in ([], ["--format=human"], ["--format", "human"]):
+        fmt = "human"
+    elif args in (["--format=json"], ["--format", "json"]):
+        fmt = "json"
+    else:
+        fail(f"unknown flag: {args[0]}")
+    authenticate(db, "")
+    service = os.environ.get("OP_SERVICE_ACCOUNT_TOKEN") is not None
+    who = {"url": "https://fake.1password.com", "email": "" if service else "fake@example.com",
+           "user_uuid": "FAKEUSERUUID0000000000000", "account_uuid": "FAKEACCOUNTUUID0000000000",
+           "user_type": "SERVICE_ACCOUNT" if service else "HUMAN"}
+    if fmt == "json":
+        sys.stdout.write(json.dumps(who, indent=2) + "\n")
+    else:
+        sys.stdout.write(f"URL:        {who['url']}\nEmail:      {who['email']}\n"
+                         f"User ID:    {who['user_uuid']}\nUser Type:  {who['user_type']}\n")
+
+
 def main():
     argv = sys.argv[1:]
     record(argv)
@@ -233,7 +260,11 @@ def main():
             continue
         args.append(argv[i])
         i += 1
-    if args[:1] == ["read"]:
+    if args == ["--version"]:
+        sys.stdout.write(db.get("version", "2.30.0") + "\n")
+    elif args[:1] == ["whoami"]:
+        cmd_whoami(db, args[1:])
+    elif args[:1] == ["read"]:
         cmd_read(db, args[1:])
     elif args[:2] == ["item", "get"]:
         cmd_item_get(db, args[2:])

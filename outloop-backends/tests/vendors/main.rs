@@ -9,5 +9,6 @@ mod config;
 mod conformance;
 
 mod doppler;
+mod health;
 mod infisical;
 mod onepassword;

@@ -209,3 +209,40 @@ fn a_secret_service_credential_works_end_to_end() {
     assert_eq!(body["token"], "[REDACTED:echo]");
     env.assert_no_leak();
 }
+
+#[test]
+fn doctor_fails_a_onepassword_backend_whose_op_is_missing() {
+    let env = Env::new(
+        "\n[backends.op]\nkind = \"onepassword\"\nop_path = \"/nonexistent/FAKE/bin/op\"\n",
+    );
+    let r = run(&env, &["doctor"], &env.root, b"", None);
+    assert_eq!(r.code, 4, "{}\n{}", r.stdout, r.stderr);
+    let op = r.stdout.lines().find(|l| l.starts_with("op ")).unwrap();
+    assert!(op.contains("onepassword") && op.contains("FAILED"), "{op}");
+    assert!(
+        r.stdout
+            .contains("op: installed: backend `op`: cannot run `/nonexistent/FAKE/bin/op`"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("1 of 2 backend(s) not OK"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("all 2 backend(s) OK"), "{}", r.stdout);
+
+    let r = run(&env, &["doctor", "--json"], &env.root, b"", None);
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(v["ok"], false);
+    let op = v["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == "op")
+        .unwrap();
+    assert_eq!(op["installed"]["status"], "failed");
+    assert_eq!(op["installed"]["kind"], "unavailable");
+    env.assert_no_leak();
+}
