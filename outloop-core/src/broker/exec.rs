@@ -469,52 +469,25 @@ impl Broker {
     /// credential is probed as the first action or alias that uses it applies it (bearer
     /// when none does).
     async fn exec_credentials(&self, tenant: &str, names: &[String]) -> Result<Credentials> {
-        let tenant_cfg = self.config.tenant(tenant).ok_or_else(|| {
-            Error::internal(format!("tenant `{tenant}` vanished from the config"))
-        })?;
-        let mut out = Credentials::new();
-        for name in names {
-            let entry = tenant_cfg.credentials.get(name).ok_or_else(|| {
-                Error::config(format!(
-                    "tenant `{tenant}` has no credential `{name}`; add it under [tenants.{tenant}.credentials]"
-                ))
-            })?;
-            if entry.pin.is_some()
-                && self
-                    .lock_blocked()
-                    .contains(&(tenant.to_owned(), name.clone()))
-            {
-                return Err(Error::new(
-                    ErrorKind::PermissionDenied,
-                    format!(
-                        "credential `{name}` of tenant `{tenant}` failed its account pin check earlier and is blocked"
-                    ),
-                ));
-            }
-            let value = self
-                .fetch(tenant, &entry.reference)
-                .await
-                .map_err(|e| e.context(format!("credential `{name}` of tenant `{tenant}`")))?;
-            if let Some(pin) = &entry.pin {
-                let auth = self
-                    .config
-                    .actions
-                    .values()
-                    .filter(|a| a.credential.as_deref() == Some(name.as_str()))
-                    .find_map(|a| a.auth.clone())
-                    .or_else(|| {
-                        self.config
-                            .aliases
-                            .values()
-                            .filter(|a| a.credential.as_deref() == Some(name.as_str()))
-                            .find_map(|a| a.auth.clone())
-                    })
-                    .unwrap_or(AuthConfig::Bearer);
-                self.check_pin(tenant, name, &value, pin, auth).await?;
-            }
-            out.insert(name.clone(), value);
-        }
-        Ok(out)
+        // A pinned credential is probed the way the first action (else alias) using it
+        // applies it.
+        let auth_for = |name: &str| {
+            self.config
+                .actions
+                .values()
+                .filter(|a| a.credential.as_deref() == Some(name))
+                .find_map(|a| a.auth.clone())
+                .or_else(|| {
+                    self.config
+                        .aliases
+                        .values()
+                        .filter(|a| a.credential.as_deref() == Some(name))
+                        .find_map(|a| a.auth.clone())
+                })
+                .unwrap_or(AuthConfig::Bearer)
+        };
+        self.resolve_named(tenant, names, "`outloop exec`", auth_for)
+            .await
     }
 }
 
