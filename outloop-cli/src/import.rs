@@ -93,6 +93,15 @@ fn parse(file: &Path, text: &str, format: ImportFormat) -> Result<Vec<Entry>> {
     })
 }
 
+/// A key as printed: itself, or the scan's masked preview when the key text matches a token
+/// format (a token pasted as a key must not be echoed).
+pub fn shown_key(key: &str) -> String {
+    match Detector::get().line(key).first() {
+        Some(hit) => format!("<key {}>", hit.preview),
+        None => key.to_owned(),
+    }
+}
+
 /// The credential name for a key: `prefix` + the key lower-cased, characters other than
 /// letters, digits, `-` and `_` as `_`.
 pub fn credential_name(prefix: &str, key: &str) -> String {
@@ -158,6 +167,14 @@ pub async fn plan(
     let mut out = Plan::default();
     let at = |line: usize| format!("{}:{line}", file.display());
     for e in entries {
+        if shown_key(&e.key) != e.key {
+            out.kept.push((
+                e.key,
+                e.line,
+                "the key itself looks like a secret; rename it",
+            ));
+            continue;
+        }
         if e.value.is_empty() {
             out.kept.push((e.key, e.line, "empty"));
             continue;
@@ -181,7 +198,7 @@ pub async fn plan(
                 format!(
                     "{}: {}: the key is also set on line {}; keep one",
                     at(e.line),
-                    e.key,
+                    shown_key(&e.key),
                     first.line
                 ),
             ));
@@ -504,7 +521,7 @@ pub async fn run(paths: &Paths, args: &ImportArgs) -> Result<u8> {
         );
     }
     for (k, line, why) in &plan.kept {
-        outln!("keep {k} (line {line}): {why}");
+        outln!("keep {} (line {line}): {why}", shown_key(k));
     }
     if plan.moves.is_empty() {
         outln!("nothing to move from {}", file.display());

@@ -212,7 +212,7 @@ fn an_existing_reference_or_credential_is_refused_up_front() {
     assert_eq!(r.code, 2);
     assert_eq!(
         r.stderr,
-        "outloop: .env:2: B: the double quote opened here is never closed\n"
+        "outloop: .env:2: the double quote opened here is never closed\n"
     );
     assert_eq!(secret_list(&env), before);
     env.assert_no_leak();
@@ -248,4 +248,38 @@ fn json_and_yaml_files_by_extension() {
         "# service\n# github_token moved to outloop: credential github_token (vault://acme/github_token)  # ci\nretries: 3\n# SENDGRID moved to outloop: credential sendgrid (vault://acme/sendgrid)\n",
         &[gh, sg],
     );
+}
+
+#[test]
+fn a_token_on_its_own_line_or_as_a_key_is_never_printed() {
+    let hub = token("hubspot-private-app-token");
+    let gh = token("github-token");
+    let env = env_with(&[hub.clone(), gh.clone()]);
+    let file = env.acme.join(".env");
+    for line in [hub.clone(), format!("export {hub}"), format!("{hub} # c")] {
+        let text = format!("PORT=3000\n{line}\n");
+        std::fs::write(&file, &text).unwrap();
+        let r = env.run(&["import", ".env", "--tenant", "acme"], &env.acme);
+        assert_eq!(r.code, 2, "{}", r.stderr);
+        assert_eq!(r.stderr, "outloop: .env:2: expected `KEY=value`\n");
+        assert!(!r.stdout.contains(&hub) && !r.stderr.contains(&hub));
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+    }
+    // A token used as a key: kept, and printed masked.
+    std::fs::write(&file, format!("{gh}=1\n")).unwrap();
+    let r = env.run(&["import", ".env", "--tenant", "acme"], &env.acme);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!r.stdout.contains(&gh), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("(line 1): the key itself looks like a secret; rename it"),
+        "{}",
+        r.stdout
+    );
+    let json = env.acme.join("app.json");
+    std::fs::write(&json, format!("{{\"{gh}\": \"x\"}}\n")).unwrap();
+    let r = env.run(&["import", "app.json", "--tenant", "acme"], &env.acme);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!r.stdout.contains(&gh), "{}", r.stdout);
+    env.assert_no_leak();
 }
