@@ -131,13 +131,12 @@ pub fn parse(text: &str) -> Result<Vec<Entry>, SyntaxError> {
         c.skip_blanks();
         let (value, interpolated) = match c.peek() {
             Some(q @ (b'"' | b'\'')) => {
-                let v = quoted(&mut c, q, line)?;
+                let (v, interp) = quoted(&mut c, q, line)?;
                 let end = c.pos;
                 c.skip_blanks();
                 if !(c.at_eol() || c.peek() == Some(b'#')) {
                     return Err(c.err(c.line, "unexpected text after the closing quote"));
                 }
-                let interp = q == b'"' && refers_to_variable(&v);
                 c.pos = end;
                 (v, interp)
             }
@@ -173,7 +172,10 @@ pub fn parse(text: &str) -> Result<Vec<Entry>, SyntaxError> {
 }
 
 /// Reads a quoted value starting at the opening quote; leaves the cursor after the closing one.
-fn quoted(c: &mut Cursor<'_>, q: u8, line: usize) -> Result<Vec<u8>, SyntaxError> {
+/// Returns the decoded value and whether a double-quoted value refers to another variable
+/// through an unescaped `$` (`\$` is a literal `$`).
+fn quoted(c: &mut Cursor<'_>, q: u8, line: usize) -> Result<(Vec<u8>, bool), SyntaxError> {
+    let mut interp = false;
     c.pos += 1;
     let mut v = Vec::new();
     loop {
@@ -188,7 +190,10 @@ fn quoted(c: &mut Cursor<'_>, q: u8, line: usize) -> Result<Vec<u8>, SyntaxError
         };
         c.pos += 1;
         if b == q {
-            return Ok(v);
+            return Ok((v, interp));
+        }
+        if q == b'"' && b == b'$' && c.peek().is_some_and(starts_variable) {
+            interp = true;
         }
         if b == b'\n' {
             c.line += 1;
@@ -215,10 +220,14 @@ fn quoted(c: &mut Cursor<'_>, q: u8, line: usize) -> Result<Vec<u8>, SyntaxError
     }
 }
 
-/// `${…}` or `$NAME` inside a value (which dotenv loaders expand).
+/// `${…}` or `$NAME` inside an unquoted value (which dotenv loaders expand).
 fn refers_to_variable(v: &[u8]) -> bool {
-    v.windows(2)
-        .any(|w| w[0] == b'$' && (w[1] == b'{' || w[1] == b'_' || w[1].is_ascii_alphabetic()))
+    v.windows(2).any(|w| w[0] == b'$' && starts_variable(w[1]))
+}
+
+/// The byte after a `$` that makes it a variable reference: `{`, `_` or a letter.
+fn starts_variable(b: u8) -> bool {
+    b == b'{' || b == b'_' || b.is_ascii_alphabetic()
 }
 
 /// Writes `value` as a double-quoted `.env` value that [`parse`] reads back exactly (used by
@@ -306,6 +315,21 @@ mod tests {
         let e = parse(text).unwrap();
         assert_eq!(&text[e[0].span.clone()], "export A=\"x\"");
         assert_eq!(&text[e[1].span.clone()], "B=y");
+    }
+
+    #[test]
+    fn only_unescaped_dollars_refer_to_variables() {
+        for (text, interp) in [
+            ("A=\"FAKE\\$HOME\"\n", false),
+            ("A=\"FAKE\\${HOME}\"\n", false),
+            ("A=\"FAKE$HOME\"\n", true),
+            ("A=\"FAKE\\\\${HOME}\"\n", true),
+            ("A='FAKE$HOME'\n", false),
+            ("A=FAKE${HOME}\n", true),
+        ] {
+            let e = parse(text).unwrap();
+            assert_eq!(e[0].interpolated, interp, "{text:?}");
+        }
     }
 
     #[test]
