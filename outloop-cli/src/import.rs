@@ -11,8 +11,8 @@
 //! 2. **Write** every value to the backend; **read every one back** and compare.
 //! 3. **Rewrite** the text in memory and parse it again: every kept entry must be unchanged
 //!    and no moved key may remain.
-//! 4. Keep the original as a hard link (`.<name>.outloop-backup`, so no second copy of the
-//!    plaintext is written), replace the file atomically (temp file, fsync, rename, same
+//! 4. Keep the original as a hard link (`.<name>.outloop-backup-<random>`, a new name, so no
+//!    second copy of the plaintext is written and no user file is replaced), replace the file atomically (temp file, fsync, rename, same
 //!    permissions), read it back.
 //! 5. **File the credentials** in the host config (toml_edit, under the config lock).
 //! 6. Remove the backup.
@@ -24,7 +24,7 @@
 pub mod dotenv;
 pub mod structured;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use outloop_core::backend::SecretBackend;
@@ -360,13 +360,20 @@ fn with_note(e: Error, note: &str) -> Error {
     Error::new(e.kind(), format!("{}{note}", e.message()))
 }
 
-/// The backup path of `file`: `.<name>.outloop-backup` beside it.
-pub fn backup_path(file: &Path) -> PathBuf {
+/// Keeps the original of `file` as a hard link beside it, under a new name
+/// `.<name>.outloop-backup-<random>` that no existing file has (the link is created with
+/// `link(2)`, which fails rather than replace an existing name; `tempfile` retries with
+/// another name). The returned path removes the backup when dropped; `keep` it to leave it.
+fn make_backup(file: &Path) -> std::io::Result<tempfile::TempPath> {
+    let dir = file.parent().unwrap_or(Path::new("."));
     let name = file
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    file.with_file_name(format!(".{name}.outloop-backup"))
+    tempfile::Builder::new()
+        .prefix(&format!(".{name}.outloop-backup-"))
+        .make_in(dir, |path| std::fs::hard_link(file, path))
+        .map(tempfile::NamedTempFile::into_temp_path)
 }
 
 /// Replaces `file` with `bytes` atomically (temp file in the same directory, fsync, rename),
@@ -427,15 +434,16 @@ pub async fn apply(
             return Err(with_note(e, &note));
         }
     }
-    let backup = backup_path(file);
-    let _ = std::fs::remove_file(&backup);
-    if let Err(e) = std::fs::hard_link(file, &backup) {
-        let note = roll_back(backend, &written).await;
-        return Err(with_note(
-            Error::io("cannot keep a backup of", file, e),
-            &note,
-        ));
-    }
+    let backup = match make_backup(file) {
+        Ok(b) => b,
+        Err(e) => {
+            let note = roll_back(backend, &written).await;
+            return Err(with_note(
+                Error::io("cannot keep a backup of", file, e),
+                &note,
+            ));
+        }
+    };
     let done = replace_file(file, new_text.as_bytes()).and_then(|()| {
         let back = std::fs::read(file).map_err(|e| Error::io("cannot read", file, e))?;
         if back == new_text.as_bytes() {
@@ -453,16 +461,22 @@ pub async fn apply(
     let done = done.and_then(|()| file_credentials());
     match done {
         Ok(()) => {
-            let _ = std::fs::remove_file(&backup);
+            // Removes the link import made (and only that one).
+            drop(backup.close());
             Ok(())
         }
         Err(e) => {
             let restored = std::fs::rename(&backup, file).is_ok();
             let mut note = roll_back(backend, &written).await;
-            if !restored {
+            if restored {
+                // The name is gone (renamed over the file): nothing to remove.
+                drop(backup.keep());
+            } else {
+                let kept = backup.to_path_buf();
+                drop(backup.keep());
                 note.push_str(&format!(
                     "; the original file is kept as {}",
-                    backup.display()
+                    kept.display()
                 ));
             }
             Err(with_note(e, &note))

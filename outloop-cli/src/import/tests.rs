@@ -1,6 +1,7 @@
 //! `import` against the real vault, with a wrapper that injects failures part-way.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
@@ -149,6 +150,16 @@ async fn plan_for(s: &Setup, backend: &dyn SecretBackend) -> (Plan, String, Vec<
     (p, text, before)
 }
 
+/// No `.<name>.outloop-backup-*` beside `file`.
+fn assert_no_backup(file: &std::path::Path) {
+    let left: Vec<_> = std::fs::read_dir(file.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("outloop-backup-"))
+        .collect();
+    assert!(left.is_empty(), "backups left: {left:?}");
+}
+
 fn assert_no_value(s: &str) {
     for (_, v) in values() {
         assert!(!s.contains(&v), "a value leaked: {s}");
@@ -163,7 +174,7 @@ async fn assert_untouched(s: &Setup, original: &str) {
     assert!(s.vault.list().await.unwrap().is_empty());
     let cfg = HostConfig::load(&s.paths).unwrap();
     assert!(cfg.tenants["acme"].credentials.is_empty());
-    assert!(!backup_path(&s.file).exists());
+    assert_no_backup(&s.file);
 }
 
 #[tokio::test]
@@ -251,7 +262,7 @@ async fn success_rewrites_only_the_moved_assignments() {
     }
     let cfg = HostConfig::load(&s.paths).unwrap();
     assert_eq!(cfg.tenants["acme"].credentials.len(), 5);
-    assert!(!backup_path(&s.file).exists());
+    assert_no_backup(&s.file);
 }
 
 #[tokio::test]

@@ -39,6 +39,16 @@ fn env_with(values: &[String]) -> Env {
     env
 }
 
+/// No backup `import` made is left in `dir`.
+fn assert_no_backup(dir: &Path) {
+    let left: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("outloop-backup"))
+        .collect();
+    assert!(left.is_empty(), "backups left: {left:?}");
+}
+
 fn secret_list(env: &Env) -> String {
     env.ok(&["secret", "list"], &env.root).stdout
 }
@@ -83,8 +93,7 @@ fn dotenv_round_trip_into_the_vault() {
          moved 5 value(s) to backend `vault`; tenant `acme` has the credentials; .env keeps a note where each value was\n"
     );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), expected_after());
-    assert!(!env.acme.join("..env.outloop-backup").exists());
-    assert!(!env.acme.join(".env.outloop-backup").exists());
+    assert_no_backup(&env.acme);
     let list = secret_list(&env);
     for c in [
         "hubspot_token",
@@ -281,5 +290,22 @@ fn a_token_on_its_own_line_or_as_a_key_is_never_printed() {
     let r = env.run(&["import", "app.json", "--tenant", "acme"], &env.acme);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(!r.stdout.contains(&gh), "{}", r.stdout);
+    env.assert_no_leak();
+}
+
+#[test]
+fn a_user_file_named_like_the_backup_is_left_alone() {
+    let hub = token("hubspot-private-app-token");
+    let env = env_with(std::slice::from_ref(&hub));
+    let file = env.acme.join("app.env");
+    std::fs::write(&file, format!("HUBSPOT_TOKEN={hub}\n")).unwrap();
+    let mine = env.acme.join(".app.env.outloop-backup");
+    std::fs::write(&mine, "mine\n").unwrap();
+    let r = env.run(&["import", "app.env", "--tenant", "acme"], &env.acme);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(std::fs::read_to_string(&mine).unwrap(), "mine\n");
+    std::fs::remove_file(&mine).unwrap();
+    assert_no_backup(&env.acme);
+    assert!(!std::fs::read_to_string(&file).unwrap().contains(&hub));
     env.assert_no_leak();
 }
