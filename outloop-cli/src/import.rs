@@ -503,6 +503,27 @@ pub async fn run(paths: &Paths, args: &ImportArgs) -> Result<u8> {
             ),
         ));
     }
+    // Only a regular file with one name: reading a FIFO or device would hang or never end, and
+    // a rename replaces only this name, so another hard link would keep the values.
+    if let Ok(m) = std::fs::symlink_metadata(file) {
+        use std::os::unix::fs::MetadataExt;
+        if !m.file_type().is_file() {
+            return Err(Error::new(
+                ErrorKind::Usage,
+                format!("import: `{}` is not a regular file", file.display()),
+            ));
+        }
+        if m.nlink() > 1 {
+            return Err(Error::new(
+                ErrorKind::Usage,
+                format!(
+                    "import: `{}` has {} hard links; the others would keep the values (import one with a single name)",
+                    file.display(),
+                    m.nlink()
+                ),
+            ));
+        }
+    }
     let text = std::fs::read_to_string(file).map_err(|e| {
         Error::new(
             ErrorKind::Usage,

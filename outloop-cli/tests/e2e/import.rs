@@ -309,3 +309,34 @@ fn a_user_file_named_like_the_backup_is_left_alone() {
     assert!(!std::fs::read_to_string(&file).unwrap().contains(&hub));
     env.assert_no_leak();
 }
+
+#[test]
+fn fifos_and_hard_linked_files_are_refused() {
+    let hub = token("hubspot-private-app-token");
+    let env = env_with(std::slice::from_ref(&hub));
+    let fifo = env.acme.join(".env");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let r = env.run(&["import", ".env", "--tenant", "acme"], &env.acme);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert_eq!(r.stderr, "outloop: import: `.env` is not a regular file\n");
+
+    let file = env.acme.join("app.env");
+    let text = format!("HUBSPOT_TOKEN={hub}\n");
+    std::fs::write(&file, &text).unwrap();
+    std::fs::hard_link(&file, env.unbound.join("other.env")).unwrap();
+    let r = env.run(&["import", "app.env", "--tenant", "acme"], &env.acme);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .starts_with("outloop: import: `app.env` has 2 hard links;"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+    assert!(!secret_list(&env).contains("hubspot_token"));
+    env.assert_no_leak();
+}
