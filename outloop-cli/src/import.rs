@@ -491,6 +491,15 @@ pub async fn apply(
 /// As [`plan`] and [`apply`]; [`ErrorKind::Usage`] when the file cannot be read or parsed,
 /// and [`ErrorKind::Config`] when the backend is unknown or not writable.
 pub async fn run(paths: &Paths, args: &ImportArgs) -> Result<u8> {
+    // Take the config lock before anything is checked or written and hold it through the
+    // config edit: the tenant and its credentials are checked against the config as it will
+    // be edited, and waiting for the lock (where Ctrl-C ends the process) comes before any
+    // change.
+    let _lock = if args.dry_run {
+        None
+    } else {
+        Some(crate::edit::lock_config(paths)?)
+    };
     let cfg = HostConfig::load(paths)?;
     let file = &args.file;
     // The rewrite replaces the file by rename: through a symlink it would replace the link.
@@ -578,10 +587,15 @@ pub async fn run(paths: &Paths, args: &ImportArgs) -> Result<u8> {
         .iter()
         .map(|m| (m.credential.clone(), m.reference.to_string()))
         .collect();
-    apply(backend.as_ref(), &plan, file, &new_text, || {
-        crate::edit::set_credentials(paths, &args.tenant, &creds).map(drop)
+    // From the first write to the config edit, SIGINT, SIGTERM and SIGHUP do not end the
+    // process half-way: they are held until the import has finished or been rolled back.
+    let held = hold_signals();
+    let done = apply(backend.as_ref(), &plan, file, &new_text, || {
+        crate::edit::set_credentials_unlocked(paths, &args.tenant, &creds).map(drop)
     })
-    .await?;
+    .await;
+    drop(held);
+    done?;
     outln!(
         "moved {} value(s) to backend `{}`; tenant `{}` has the credentials; {} keeps a note where each value was",
         plan.moves.len(),
@@ -590,6 +604,22 @@ pub async fn run(paths: &Paths, args: &ImportArgs) -> Result<u8> {
         file.display()
     );
     Ok(0)
+}
+
+/// Listeners that replace the default action (end the process) of SIGINT, SIGTERM and SIGHUP
+/// while they are alive; a signal that arrives is only recorded. (tokio keeps its handler
+/// installed after the listeners are dropped, so these signals stay held until exit, which
+/// follows right after the import.)
+fn hold_signals() -> Vec<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{SignalKind, signal};
+    [
+        SignalKind::interrupt(),
+        SignalKind::terminate(),
+        SignalKind::hangup(),
+    ]
+    .into_iter()
+    .filter_map(|k| signal(k).ok())
+    .collect()
 }
 
 fn pick_backend(

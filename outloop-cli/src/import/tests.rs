@@ -245,7 +245,7 @@ async fn success_rewrites_only_the_moved_assignments() {
         .map(|m| (m.credential.clone(), m.reference.to_string()))
         .collect();
     apply(&s.vault, &p, &s.file, &new_text, || {
-        crate::edit::set_credentials(&s.paths, "acme", &creds).map(drop)
+        crate::edit::set_credentials_unlocked(&s.paths, "acme", &creds).map(drop)
     })
     .await
     .unwrap();

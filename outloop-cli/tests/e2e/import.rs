@@ -340,3 +340,52 @@ fn fifos_and_hard_linked_files_are_refused() {
     assert!(!secret_list(&env).contains("hubspot_token"));
     env.assert_no_leak();
 }
+
+/// With another process holding the config lock, import waits (saying so) before changing
+/// anything; SIGINT then leaves the file, the vault and the config as they were.
+#[test]
+fn interrupted_while_waiting_for_the_config_lock_changes_nothing() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let hub = token("hubspot-private-app-token");
+    let env = env_with(std::slice::from_ref(&hub));
+    let file = env.acme.join(".env");
+    let text = format!("HUBSPOT_TOKEN={hub}\n");
+    std::fs::write(&file, &text).unwrap();
+    let config = std::fs::read_to_string(env.config_path()).unwrap();
+    let before = secret_list(&env);
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(env.home.join("config.toml.lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_outloop"))
+        .args(["import", ".env", "--tenant", "acme"])
+        .current_dir(&env.acme)
+        .env("OUTLOOP_HOME", &env.home)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    assert!(line.starts_with("waiting for the config lock "), "{line}");
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    drop(lock);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains(&hub) && !line.contains(&hub));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+    assert_eq!(std::fs::read_to_string(env.config_path()).unwrap(), config);
+    assert_eq!(secret_list(&env), before);
+    assert_no_backup(&env.acme);
+}
