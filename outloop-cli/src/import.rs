@@ -495,6 +495,19 @@ pub async fn run(paths: &Paths, args: &ImportArgs) -> Result<u8> {
     // config edit: the tenant and its credentials are checked against the config as it will
     // be edited, and waiting for the lock (where Ctrl-C ends the process) comes before any
     // change.
+    // The rule credential names follow in the config (`outloop_core::config`, `valid_name`):
+    // letters, digits, `-`, `_` and `.`.
+    if !args
+        .prefix
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        || args.prefix.len() > 64
+    {
+        return Err(Error::new(
+            ErrorKind::Usage,
+            "import: --prefix: credential names use letters, digits, `-`, `_` and `.` (at most 64 characters here)",
+        ));
+    }
     let _lock = if args.dry_run {
         None
     } else {

@@ -389,3 +389,27 @@ fn interrupted_while_waiting_for_the_config_lock_changes_nothing() {
     assert_eq!(secret_list(&env), before);
     assert_no_backup(&env.acme);
 }
+
+#[test]
+fn a_prefix_credential_names_cannot_have_is_refused() {
+    let hub = token("hubspot-private-app-token");
+    let env = env_with(std::slice::from_ref(&hub));
+    let file = env.acme.join(".env");
+    let text = format!("HUBSPOT_TOKEN={hub}\n");
+    std::fs::write(&file, &text).unwrap();
+    for prefix in ["a b.", "\"q\"", "../x/"] {
+        let r = env.run(
+            &["import", ".env", "--tenant", "acme", "--prefix", prefix],
+            &env.acme,
+        );
+        assert_eq!(r.code, 2, "{prefix}: {}", r.stderr);
+        assert!(
+            r.stderr
+                .starts_with("outloop: import: --prefix: credential names use letters"),
+            "{}",
+            r.stderr
+        );
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+    }
+    env.assert_no_leak();
+}
