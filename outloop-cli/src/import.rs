@@ -5,7 +5,8 @@
 //! All or nothing:
 //!
 //! 1. **Plan and refuse up front**: parse the file; pick the entries that look like secrets
-//!    (the `scan` detectors; `--all` takes every non-empty one); refuse when a credential name
+//!    (the `scan` detectors; `--all` takes every non-empty one at least as long as the
+//!    redaction floor); refuse when a credential name
 //!    is already the tenant's, a target reference already holds a value or is filed under a
 //!    tenant, a key is given twice, or a value is shorter than the redaction floor.
 //! 2. **Write** every value to the backend; **read every one back** and compare.
@@ -184,12 +185,22 @@ pub async fn plan(
             continue;
         }
         let text = std::str::from_utf8(e.value.expose_secret()).unwrap_or("");
-        if !all && detector.classify(&e.key, text).is_none() {
+        let secret = detector.classify(&e.key, text).is_some();
+        if all && !secret && e.value.len() < cfg.redaction.floor {
             out.kept.push((
                 e.key,
                 e.line,
-                "does not look like a secret (--all moves it)",
+                "shorter than the redaction floor, so not a secret outloop can redact",
             ));
+            continue;
+        }
+        if !all && !secret {
+            let why = if e.value.len() < cfg.redaction.floor {
+                "does not look like a secret"
+            } else {
+                "does not look like a secret (--all moves it)"
+            };
+            out.kept.push((e.key, e.line, why));
             continue;
         }
         if let Some(first) = out.moves.iter().find(|m| m.key == e.key) {

@@ -63,17 +63,19 @@ fn dotenv_round_trip_into_the_vault() {
     let copy = env.unbound.join("original.env");
     std::fs::write(&copy, &text).unwrap();
 
-    let r = env.run(&["import", ".env", "--tenant", "acme", "--all"], &env.acme);
-    // --all would also move GREETING and PORT; use the default selection instead.
-    assert_eq!(
-        r.code, 2,
-        "PORT=3000 is under the redaction floor: {}",
-        r.stderr
+    let r = env.run(
+        &["import", ".env", "--tenant", "acme", "--all", "--dry-run"],
+        &env.acme,
     );
+    // --all also moves GREETING; PORT=3000 is under the redaction floor and kept.
+    assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(
-        r.stderr.contains(".env:2: PORT: the value is 4 bytes"),
+        r.stdout.contains("would move GREETING (line 9)")
+            && r.stdout.contains(
+                "keep PORT (line 2): shorter than the redaction floor, so not a secret outloop can redact\n"
+            ),
         "{}",
-        r.stderr
+        r.stdout
     );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
 
@@ -86,7 +88,7 @@ fn dotenv_round_trip_into_the_vault() {
          move GITHUB_TOKEN (line 6) -> credential github_token = vault://acme/github_token\n\
          move MULTI_LINE_SECRET (line 7) -> credential multi_line_secret = vault://acme/multi_line_secret\n\
          move MY_SERVICE_PASSWORD (line 10) -> credential my_service_password = vault://acme/my_service_password\n\
-         keep PORT (line 2): does not look like a secret (--all moves it)\n\
+         keep PORT (line 2): does not look like a secret\n\
          keep GREETING (line 9): does not look like a secret (--all moves it)\n\
          keep EMPTY_TOKEN (line 11): empty\n\
          keep NEXT_URL (line 12): refers to another variable\n\
