@@ -66,7 +66,8 @@ fn save(paths: &Paths, doc: &DocumentMut) -> Result<HostConfig> {
     Ok(cfg)
 }
 
-/// Writes `bytes` to `file` through a temp file in the same directory and a rename; mode 0600.
+/// Writes `bytes` to `file` through a temp file in the same directory and a rename; the mode of
+/// the file replaced (a read-only config stays read-only), 0600 for a new file.
 pub fn write_atomic(file: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let dir = file.parent().unwrap_or(Path::new("."));
@@ -78,7 +79,8 @@ pub fn write_atomic(file: &Path, bytes: &[u8]) -> Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o600))
+        let mode = std::fs::metadata(file).map_or(0o600, |m| m.permissions().mode() & 0o7777);
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode))
             .map_err(|e| Error::io("cannot set permissions on", tmp.path(), e))?;
     }
     tmp.persist(file)

@@ -423,3 +423,27 @@ fn json_and_yaml_notes_keep_the_documents_valid() {
         check_rewrite(file, &parse(file, &text, format).unwrap(), &out, format, &p).unwrap();
     }
 }
+
+#[tokio::test]
+async fn filing_the_credentials_keeps_the_config_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = setup();
+    let config = s.paths.config_file();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o400)).unwrap();
+    let (p, text, _) = plan_for(&s, &s.vault).await;
+    let new_text = rewrite(&text, ImportFormat::Env, &p);
+    let creds: Vec<(String, String)> = p
+        .moves
+        .iter()
+        .map(|m| (m.credential.clone(), m.reference.to_string()))
+        .collect();
+    apply(&s.vault, &p, &s.file, &new_text, || {
+        crate::edit::set_credentials_unlocked(&s.paths, "acme", &creds).map(drop)
+    })
+    .await
+    .unwrap();
+    let cfg = HostConfig::load(&s.paths).unwrap();
+    assert_eq!(cfg.tenants["acme"].credentials.len(), p.moves.len());
+    let mode = std::fs::metadata(&config).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o400);
+}
