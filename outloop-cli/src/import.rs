@@ -564,6 +564,21 @@ pub async fn run(paths: &Paths, args: &ImportArgs) -> Result<u8> {
         )
     })?;
     let format = format_of(file, args.format);
+    // A UTF-8 byte order mark is not part of the first key: parse without it, write it back.
+    let (bom, text) = match text.strip_prefix('\u{feff}') {
+        Some(rest) => ("\u{feff}", rest.to_owned()),
+        None => ("", text),
+    };
+    // Classic Mac line endings (CR only) would read as one long line.
+    if format == ImportFormat::Env && text.contains('\r') && !text.contains('\n') {
+        return Err(Error::new(
+            ErrorKind::Usage,
+            format!(
+                "import: `{}` ends its lines with CR only; convert it to LF (or CRLF) line endings first",
+                file.display()
+            ),
+        ));
+    }
     let entries = parse(file, &text, format)?;
     let backends = outloop_backends::from_config(&cfg)?;
     let backend = pick_backend(&backends, args.backend.as_deref())?;
@@ -597,6 +612,7 @@ pub async fn run(paths: &Paths, args: &ImportArgs) -> Result<u8> {
     }
     let new_text = rewrite(&text, format, &plan);
     check_rewrite(file, &before, &new_text, format, &plan)?;
+    let new_text = format!("{bom}{new_text}");
     if args.dry_run {
         outln!(
             "dry run: {} value(s) would move to backend `{}` and tenant `{}`; nothing was changed",

@@ -415,3 +415,29 @@ fn a_prefix_credential_names_cannot_have_is_refused() {
     }
     env.assert_no_leak();
 }
+
+#[test]
+fn a_byte_order_mark_is_kept_and_cr_only_files_are_refused() {
+    let hub = token("hubspot-private-app-token");
+    let env = env_with(std::slice::from_ref(&hub));
+    let file = env.acme.join(".env");
+    std::fs::write(&file, format!("\u{feff}HUBSPOT_TOKEN={hub}\nPORT=3000\n")).unwrap();
+    let r = env.run(&["import", ".env", "--tenant", "acme"], &env.acme);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "\u{feff}# HUBSPOT_TOKEN moved to outloop: credential hubspot_token (vault://acme/hubspot_token)\nPORT=3000\n"
+    );
+
+    let file = env.acme.join("mac.env");
+    let text = format!("PORT=3000\rGITHUB_TOKEN={hub}\r");
+    std::fs::write(&file, &text).unwrap();
+    let r = env.run(&["import", "mac.env", "--tenant", "acme"], &env.acme);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert_eq!(
+        r.stderr,
+        "outloop: import: `mac.env` ends its lines with CR only; convert it to LF (or CRLF) line endings first\n"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+    env.assert_no_leak();
+}
