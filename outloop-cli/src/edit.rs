@@ -66,7 +66,8 @@ fn save(paths: &Paths, doc: &DocumentMut) -> Result<HostConfig> {
     Ok(cfg)
 }
 
-/// Writes `bytes` to `file` through a temp file in the same directory and a rename; mode 0600.
+/// Writes `bytes` to `file` through a temp file in the same directory and a rename; the mode of
+/// the file replaced (a read-only config stays read-only), 0600 for a new file.
 pub fn write_atomic(file: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let dir = file.parent().unwrap_or(Path::new("."));
@@ -78,7 +79,8 @@ pub fn write_atomic(file: &Path, bytes: &[u8]) -> Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o600))
+        let mode = std::fs::metadata(file).map_or(0o600, |m| m.permissions().mode() & 0o7777);
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode))
             .map_err(|e| Error::io("cannot set permissions on", tmp.path(), e))?;
     }
     tmp.persist(file)
@@ -194,19 +196,49 @@ fn set_credential_unlocked(
     save(paths, &doc)
 }
 
-/// Files several credentials of one tenant in one locked, validated edit (`import`). Refuses,
-/// changing nothing, when the tenant already has one of the names.
+/// Takes the exclusive lock on `config.toml.lock` and returns it (held until dropped), for a
+/// caller that must check and edit the config as one step (`import`). When another process
+/// holds it, prints `waiting for the config lock …` to stderr and blocks.
+///
+/// # Errors
+///
+/// [`outloop_core::ErrorKind::Io`] when the lock file cannot be opened or locked.
+pub fn lock_config(paths: &Paths) -> Result<std::fs::File> {
+    let lock_path = paths.config_dir.join("config.toml.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| Error::io("cannot open", &lock_path, e))?;
+    match f.try_lock() {
+        Ok(()) => return Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            errln!("waiting for the config lock {} …", lock_path.display());
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(Error::io("cannot lock", &lock_path, e));
+        }
+    }
+    f.lock()
+        .map_err(|e| Error::io("cannot lock", &lock_path, e))?;
+    Ok(f)
+}
+
+/// Files several credentials of one tenant in one validated edit (`import`), for a caller
+/// that holds [`lock_config`]. Refuses, changing nothing, when the tenant already has one of
+/// the names.
 ///
 /// # Errors
 ///
 /// [`outloop_core::ErrorKind::Config`] when the tenant does not exist or already has one of
 /// the credential names.
-pub fn set_credentials(
+pub fn set_credentials_unlocked(
     paths: &Paths,
     tenant: &str,
     credentials: &[(String, String)],
 ) -> Result<HostConfig> {
-    locked(paths, || {
+    {
         let (_, mut doc) = load_doc(paths)?;
         let t = tenant_mut(&mut doc, tenant)?;
         let creds = t
@@ -223,5 +255,5 @@ pub fn set_credentials(
             creds.insert(name, value(reference.as_str()));
         }
         save(paths, &doc)
-    })
+    }
 }

@@ -5,14 +5,15 @@
 //! All or nothing:
 //!
 //! 1. **Plan and refuse up front**: parse the file; pick the entries that look like secrets
-//!    (the `scan` detectors; `--all` takes every non-empty one); refuse when a credential name
+//!    (the `scan` detectors; `--all` takes every non-empty one at least as long as the
+//!    redaction floor); refuse when a credential name
 //!    is already the tenant's, a target reference already holds a value or is filed under a
 //!    tenant, a key is given twice, or a value is shorter than the redaction floor.
 //! 2. **Write** every value to the backend; **read every one back** and compare.
 //! 3. **Rewrite** the text in memory and parse it again: every kept entry must be unchanged
 //!    and no moved key may remain.
-//! 4. Keep the original as a hard link (`.<name>.outloop-backup`, so no second copy of the
-//!    plaintext is written), replace the file atomically (temp file, fsync, rename, same
+//! 4. Keep the original as a hard link (`.<name>.outloop-backup-<random>`, a new name, so no
+//!    second copy of the plaintext is written and no user file is replaced), replace the file atomically (temp file, fsync, rename, same
 //!    permissions), read it back.
 //! 5. **File the credentials** in the host config (toml_edit, under the config lock).
 //! 6. Remove the backup.
@@ -24,7 +25,7 @@
 pub mod dotenv;
 pub mod structured;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use outloop_core::backend::SecretBackend;
@@ -93,6 +94,15 @@ fn parse(file: &Path, text: &str, format: ImportFormat) -> Result<Vec<Entry>> {
     })
 }
 
+/// A key as printed: itself, or the scan's masked preview when the key text matches a token
+/// format (a token pasted as a key must not be echoed).
+pub fn shown_key(key: &str) -> String {
+    match Detector::get().line(key).first() {
+        Some(hit) => format!("<key {}>", hit.preview),
+        None => key.to_owned(),
+    }
+}
+
 /// The credential name for a key: `prefix` + the key lower-cased, characters other than
 /// letters, digits, `-` and `_` as `_`.
 pub fn credential_name(prefix: &str, key: &str) -> String {
@@ -158,6 +168,14 @@ pub async fn plan(
     let mut out = Plan::default();
     let at = |line: usize| format!("{}:{line}", file.display());
     for e in entries {
+        if shown_key(&e.key) != e.key {
+            out.kept.push((
+                e.key,
+                e.line,
+                "the key itself looks like a secret; rename it",
+            ));
+            continue;
+        }
         if e.value.is_empty() {
             out.kept.push((e.key, e.line, "empty"));
             continue;
@@ -167,12 +185,22 @@ pub async fn plan(
             continue;
         }
         let text = std::str::from_utf8(e.value.expose_secret()).unwrap_or("");
-        if !all && detector.classify(&e.key, text).is_none() {
+        let secret = detector.classify(&e.key, text).is_some();
+        if all && !secret && e.value.len() < cfg.redaction.floor {
             out.kept.push((
                 e.key,
                 e.line,
-                "does not look like a secret (--all moves it)",
+                "shorter than the redaction floor, so not a secret outloop can redact",
             ));
+            continue;
+        }
+        if !all && !secret {
+            let why = if e.value.len() < cfg.redaction.floor {
+                "does not look like a secret"
+            } else {
+                "does not look like a secret (--all moves it)"
+            };
+            out.kept.push((e.key, e.line, why));
             continue;
         }
         if let Some(first) = out.moves.iter().find(|m| m.key == e.key) {
@@ -181,7 +209,7 @@ pub async fn plan(
                 format!(
                     "{}: {}: the key is also set on line {}; keep one",
                     at(e.line),
-                    e.key,
+                    shown_key(&e.key),
                     first.line
                 ),
             ));
@@ -343,13 +371,20 @@ fn with_note(e: Error, note: &str) -> Error {
     Error::new(e.kind(), format!("{}{note}", e.message()))
 }
 
-/// The backup path of `file`: `.<name>.outloop-backup` beside it.
-pub fn backup_path(file: &Path) -> PathBuf {
+/// Keeps the original of `file` as a hard link beside it, under a new name
+/// `.<name>.outloop-backup-<random>` that no existing file has (the link is created with
+/// `link(2)`, which fails rather than replace an existing name; `tempfile` retries with
+/// another name). The returned path removes the backup when dropped; `keep` it to leave it.
+fn make_backup(file: &Path) -> std::io::Result<tempfile::TempPath> {
+    let dir = file.parent().unwrap_or(Path::new("."));
     let name = file
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    file.with_file_name(format!(".{name}.outloop-backup"))
+    tempfile::Builder::new()
+        .prefix(&format!(".{name}.outloop-backup-"))
+        .make_in(dir, |path| std::fs::hard_link(file, path))
+        .map(tempfile::NamedTempFile::into_temp_path)
 }
 
 /// Replaces `file` with `bytes` atomically (temp file in the same directory, fsync, rename),
@@ -410,15 +445,16 @@ pub async fn apply(
             return Err(with_note(e, &note));
         }
     }
-    let backup = backup_path(file);
-    let _ = std::fs::remove_file(&backup);
-    if let Err(e) = std::fs::hard_link(file, &backup) {
-        let note = roll_back(backend, &written).await;
-        return Err(with_note(
-            Error::io("cannot keep a backup of", file, e),
-            &note,
-        ));
-    }
+    let backup = match make_backup(file) {
+        Ok(b) => b,
+        Err(e) => {
+            let note = roll_back(backend, &written).await;
+            return Err(with_note(
+                Error::io("cannot keep a backup of", file, e),
+                &note,
+            ));
+        }
+    };
     let done = replace_file(file, new_text.as_bytes()).and_then(|()| {
         let back = std::fs::read(file).map_err(|e| Error::io("cannot read", file, e))?;
         if back == new_text.as_bytes() {
@@ -436,16 +472,22 @@ pub async fn apply(
     let done = done.and_then(|()| file_credentials());
     match done {
         Ok(()) => {
-            let _ = std::fs::remove_file(&backup);
+            // Removes the link import made (and only that one).
+            drop(backup.close());
             Ok(())
         }
         Err(e) => {
             let restored = std::fs::rename(&backup, file).is_ok();
             let mut note = roll_back(backend, &written).await;
-            if !restored {
+            if restored {
+                // The name is gone (renamed over the file): nothing to remove.
+                drop(backup.keep());
+            } else {
+                let kept = backup.to_path_buf();
+                drop(backup.keep());
                 note.push_str(&format!(
                     "; the original file is kept as {}",
-                    backup.display()
+                    kept.display()
                 ));
             }
             Err(with_note(e, &note))
@@ -460,6 +502,28 @@ pub async fn apply(
 /// As [`plan`] and [`apply`]; [`ErrorKind::Usage`] when the file cannot be read or parsed,
 /// and [`ErrorKind::Config`] when the backend is unknown or not writable.
 pub async fn run(paths: &Paths, args: &ImportArgs) -> Result<u8> {
+    // Take the config lock before anything is checked or written and hold it through the
+    // config edit: the tenant and its credentials are checked against the config as it will
+    // be edited, and waiting for the lock (where Ctrl-C ends the process) comes before any
+    // change.
+    // The rule credential names follow in the config (`outloop_core::config`, `valid_name`):
+    // letters, digits, `-`, `_` and `.`.
+    if !args
+        .prefix
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        || args.prefix.len() > 64
+    {
+        return Err(Error::new(
+            ErrorKind::Usage,
+            "import: --prefix: credential names use letters, digits, `-`, `_` and `.` (at most 64 characters here)",
+        ));
+    }
+    let _lock = if args.dry_run {
+        None
+    } else {
+        Some(crate::edit::lock_config(paths)?)
+    };
     let cfg = HostConfig::load(paths)?;
     let file = &args.file;
     // The rewrite replaces the file by rename: through a symlink it would replace the link.
@@ -472,6 +536,27 @@ pub async fn run(paths: &Paths, args: &ImportArgs) -> Result<u8> {
             ),
         ));
     }
+    // Only a regular file with one name: reading a FIFO or device would hang or never end, and
+    // a rename replaces only this name, so another hard link would keep the values.
+    if let Ok(m) = std::fs::symlink_metadata(file) {
+        use std::os::unix::fs::MetadataExt;
+        if !m.file_type().is_file() {
+            return Err(Error::new(
+                ErrorKind::Usage,
+                format!("import: `{}` is not a regular file", file.display()),
+            ));
+        }
+        if m.nlink() > 1 {
+            return Err(Error::new(
+                ErrorKind::Usage,
+                format!(
+                    "import: `{}` has {} hard links; the others would keep the values (import one with a single name)",
+                    file.display(),
+                    m.nlink()
+                ),
+            ));
+        }
+    }
     let text = std::fs::read_to_string(file).map_err(|e| {
         Error::new(
             ErrorKind::Usage,
@@ -479,6 +564,21 @@ pub async fn run(paths: &Paths, args: &ImportArgs) -> Result<u8> {
         )
     })?;
     let format = format_of(file, args.format);
+    // A UTF-8 byte order mark is not part of the first key: parse without it, write it back.
+    let (bom, text) = match text.strip_prefix('\u{feff}') {
+        Some(rest) => ("\u{feff}", rest.to_owned()),
+        None => ("", text),
+    };
+    // Classic Mac line endings (CR only) would read as one long line.
+    if format == ImportFormat::Env && text.contains('\r') && !text.contains('\n') {
+        return Err(Error::new(
+            ErrorKind::Usage,
+            format!(
+                "import: `{}` ends its lines with CR only; convert it to LF (or CRLF) line endings first",
+                file.display()
+            ),
+        ));
+    }
     let entries = parse(file, &text, format)?;
     let backends = outloop_backends::from_config(&cfg)?;
     let backend = pick_backend(&backends, args.backend.as_deref())?;
@@ -504,7 +604,7 @@ pub async fn run(paths: &Paths, args: &ImportArgs) -> Result<u8> {
         );
     }
     for (k, line, why) in &plan.kept {
-        outln!("keep {k} (line {line}): {why}");
+        outln!("keep {} (line {line}): {why}", shown_key(k));
     }
     if plan.moves.is_empty() {
         outln!("nothing to move from {}", file.display());
@@ -512,6 +612,7 @@ pub async fn run(paths: &Paths, args: &ImportArgs) -> Result<u8> {
     }
     let new_text = rewrite(&text, format, &plan);
     check_rewrite(file, &before, &new_text, format, &plan)?;
+    let new_text = format!("{bom}{new_text}");
     if args.dry_run {
         outln!(
             "dry run: {} value(s) would move to backend `{}` and tenant `{}`; nothing was changed",
@@ -526,10 +627,15 @@ pub async fn run(paths: &Paths, args: &ImportArgs) -> Result<u8> {
         .iter()
         .map(|m| (m.credential.clone(), m.reference.to_string()))
         .collect();
-    apply(backend.as_ref(), &plan, file, &new_text, || {
-        crate::edit::set_credentials(paths, &args.tenant, &creds).map(drop)
+    // From the first write to the config edit, SIGINT, SIGTERM and SIGHUP do not end the
+    // process half-way: they are held until the import has finished or been rolled back.
+    let held = hold_signals();
+    let done = apply(backend.as_ref(), &plan, file, &new_text, || {
+        crate::edit::set_credentials_unlocked(paths, &args.tenant, &creds).map(drop)
     })
-    .await?;
+    .await;
+    drop(held);
+    done?;
     outln!(
         "moved {} value(s) to backend `{}`; tenant `{}` has the credentials; {} keeps a note where each value was",
         plan.moves.len(),
@@ -538,6 +644,22 @@ pub async fn run(paths: &Paths, args: &ImportArgs) -> Result<u8> {
         file.display()
     );
     Ok(0)
+}
+
+/// Listeners that replace the default action (end the process) of SIGINT, SIGTERM and SIGHUP
+/// while they are alive; a signal that arrives is only recorded. (tokio keeps its handler
+/// installed after the listeners are dropped, so these signals stay held until exit, which
+/// follows right after the import.)
+fn hold_signals() -> Vec<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{SignalKind, signal};
+    [
+        SignalKind::interrupt(),
+        SignalKind::terminate(),
+        SignalKind::hangup(),
+    ]
+    .into_iter()
+    .filter_map(|k| signal(k).ok())
+    .collect()
 }
 
 fn pick_backend(

@@ -37,7 +37,8 @@ pub struct Entry {
     pub interpolated: bool,
 }
 
-/// A syntax error: the 1-based line and what is wrong (never a value).
+/// A syntax error: the 1-based line and what is wrong (never a value, and never any text of
+/// the line: a line that is only a token must not be echoed).
 #[derive(Debug, PartialEq, Eq)]
 pub struct SyntaxError {
     /// 1-based line.
@@ -124,22 +125,18 @@ pub fn parse(text: &str) -> Result<Vec<Entry>, SyntaxError> {
         let key = text[key_start..c.pos].to_owned();
         c.skip_blanks();
         if c.peek() != Some(b'=') {
-            return Err(c.err(line, format!("{key}: expected `=` after the key")));
+            return Err(c.err(line, "expected `KEY=value`"));
         }
         c.pos += 1;
         c.skip_blanks();
         let (value, interpolated) = match c.peek() {
             Some(q @ (b'"' | b'\'')) => {
-                let v = quoted(&mut c, q, &key, line)?;
+                let (v, interp) = quoted(&mut c, q, line)?;
                 let end = c.pos;
                 c.skip_blanks();
                 if !(c.at_eol() || c.peek() == Some(b'#')) {
-                    return Err(c.err(
-                        c.line,
-                        format!("{key}: unexpected text after the closing quote"),
-                    ));
+                    return Err(c.err(c.line, "unexpected text after the closing quote"));
                 }
-                let interp = q == b'"' && refers_to_variable(&v);
                 c.pos = end;
                 (v, interp)
             }
@@ -175,7 +172,10 @@ pub fn parse(text: &str) -> Result<Vec<Entry>, SyntaxError> {
 }
 
 /// Reads a quoted value starting at the opening quote; leaves the cursor after the closing one.
-fn quoted(c: &mut Cursor<'_>, q: u8, key: &str, line: usize) -> Result<Vec<u8>, SyntaxError> {
+/// Returns the decoded value and whether a double-quoted value refers to another variable
+/// through an unescaped `$` (`\$` is a literal `$`).
+fn quoted(c: &mut Cursor<'_>, q: u8, line: usize) -> Result<(Vec<u8>, bool), SyntaxError> {
+    let mut interp = false;
     c.pos += 1;
     let mut v = Vec::new();
     loop {
@@ -183,14 +183,17 @@ fn quoted(c: &mut Cursor<'_>, q: u8, key: &str, line: usize) -> Result<Vec<u8>, 
             return Err(c.err(
                 line,
                 format!(
-                    "{key}: the {} quote opened here is never closed",
+                    "the {} quote opened here is never closed",
                     if q == b'"' { "double" } else { "single" }
                 ),
             ));
         };
         c.pos += 1;
         if b == q {
-            return Ok(v);
+            return Ok((v, interp));
+        }
+        if q == b'"' && b == b'$' && c.peek().is_some_and(starts_variable) {
+            interp = true;
         }
         if b == b'\n' {
             c.line += 1;
@@ -217,10 +220,14 @@ fn quoted(c: &mut Cursor<'_>, q: u8, key: &str, line: usize) -> Result<Vec<u8>, 
     }
 }
 
-/// `${…}` or `$NAME` inside a value (which dotenv loaders expand).
+/// `${…}` or `$NAME` inside an unquoted value (which dotenv loaders expand).
 fn refers_to_variable(v: &[u8]) -> bool {
-    v.windows(2)
-        .any(|w| w[0] == b'$' && (w[1] == b'{' || w[1] == b'_' || w[1].is_ascii_alphabetic()))
+    v.windows(2).any(|w| w[0] == b'$' && starts_variable(w[1]))
+}
+
+/// The byte after a `$` that makes it a variable reference: `{`, `_` or a letter.
+fn starts_variable(b: u8) -> bool {
+    b == b'{' || b == b'_' || b.is_ascii_alphabetic()
 }
 
 /// Writes `value` as a double-quoted `.env` value that [`parse`] reads back exactly (used by
@@ -311,20 +318,42 @@ mod tests {
     }
 
     #[test]
+    fn only_unescaped_dollars_refer_to_variables() {
+        for (text, interp) in [
+            ("A=\"FAKE\\$HOME\"\n", false),
+            ("A=\"FAKE\\${HOME}\"\n", false),
+            ("A=\"FAKE$HOME\"\n", true),
+            ("A=\"FAKE\\\\${HOME}\"\n", true),
+            ("A='FAKE$HOME'\n", false),
+            ("A=FAKE${HOME}\n", true),
+        ] {
+            let e = parse(text).unwrap();
+            assert_eq!(e[0].interpolated, interp, "{text:?}");
+        }
+    }
+
+    #[test]
     fn errors_name_the_line() {
         for (text, line, needle) in [
-            ("A=1\n=2\n", 2, "expected `KEY=value`"),
-            ("A=1\nB\n", 2, "B: expected `=`"),
             (
-                "A=1\n\nB=\"open\nstill",
-                3,
-                "B: the double quote opened here is never closed",
+                "A=1\n=2\n",
+                2,
+                "expected `KEY=value`, a comment or a blank line",
             ),
-            ("A='x' y", 1, "A: unexpected text after the closing quote"),
+            ("A=1\nBFAKE\n", 2, "expected `KEY=value`"),
+            ("A=1\nexport BFAKE # c\n", 2, "expected `KEY=value`"),
+            (
+                "A=1\n\nBFAKE=\"open\nstill",
+                3,
+                "the double quote opened here is never closed",
+            ),
+            ("AFAKE='x' y", 1, "unexpected text after the closing quote"),
         ] {
             let e = parse(text).unwrap_err();
             assert_eq!(e.line, line, "{text:?}");
-            assert!(e.message.contains(needle), "{text:?}: {}", e.message);
+            assert_eq!(e.message, needle, "{text:?}");
+            // No text of the line is echoed: it may be a token.
+            assert!(!e.message.contains("FAKE"), "{}", e.message);
         }
     }
 

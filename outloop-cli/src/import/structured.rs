@@ -85,7 +85,12 @@ pub fn parse_json(text: &str) -> Result<Vec<Entry>, SyntaxError> {
         let value = stream
             .next()
             .and_then(std::result::Result::ok)
-            .ok_or_else(|| err(line_of(text, vstart), format!("{key}: bad value")))?;
+            .ok_or_else(|| {
+                err(
+                    line_of(text, vstart),
+                    format!("{}: bad value", super::shown_key(&key)),
+                )
+            })?;
         let vend = vstart + stream.byte_offset();
         if let serde_json::Value::String(s) = value {
             out.push(Entry {
@@ -165,7 +170,8 @@ pub fn parse_yaml(text: &str) -> Result<Vec<Entry>, SyntaxError> {
                         return Err(err(
                             vmark.line(),
                             format!(
-                                "{key}: block scalars (`|`, `>`) are not supported; move this value by hand"
+                                "{}: block scalars (`|`, `>`) are not supported; move this value by hand",
+                                super::shown_key(key)
                             ),
                         ));
                     }
@@ -185,7 +191,8 @@ pub fn parse_yaml(text: &str) -> Result<Vec<Entry>, SyntaxError> {
                     return Err(err(
                         vmark.line(),
                         format!(
-                            "{key}: only single-line values on the key's line are supported; move this value by hand"
+                            "{}: only single-line values on the key's line are supported; move this value by hand",
+                            super::shown_key(key)
                         ),
                     ));
                 }

@@ -1,6 +1,7 @@
 //! `import` against the real vault, with a wrapper that injects failures part-way.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
@@ -149,6 +150,16 @@ async fn plan_for(s: &Setup, backend: &dyn SecretBackend) -> (Plan, String, Vec<
     (p, text, before)
 }
 
+/// No `.<name>.outloop-backup-*` beside `file`.
+fn assert_no_backup(file: &std::path::Path) {
+    let left: Vec<_> = std::fs::read_dir(file.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("outloop-backup-"))
+        .collect();
+    assert!(left.is_empty(), "backups left: {left:?}");
+}
+
 fn assert_no_value(s: &str) {
     for (_, v) in values() {
         assert!(!s.contains(&v), "a value leaked: {s}");
@@ -163,7 +174,7 @@ async fn assert_untouched(s: &Setup, original: &str) {
     assert!(s.vault.list().await.unwrap().is_empty());
     let cfg = HostConfig::load(&s.paths).unwrap();
     assert!(cfg.tenants["acme"].credentials.is_empty());
-    assert!(!backup_path(&s.file).exists());
+    assert_no_backup(&s.file);
 }
 
 #[tokio::test]
@@ -234,7 +245,7 @@ async fn success_rewrites_only_the_moved_assignments() {
         .map(|m| (m.credential.clone(), m.reference.to_string()))
         .collect();
     apply(&s.vault, &p, &s.file, &new_text, || {
-        crate::edit::set_credentials(&s.paths, "acme", &creds).map(drop)
+        crate::edit::set_credentials_unlocked(&s.paths, "acme", &creds).map(drop)
     })
     .await
     .unwrap();
@@ -251,7 +262,7 @@ async fn success_rewrites_only_the_moved_assignments() {
     }
     let cfg = HostConfig::load(&s.paths).unwrap();
     assert_eq!(cfg.tenants["acme"].credentials.len(), 5);
-    assert!(!backup_path(&s.file).exists());
+    assert_no_backup(&s.file);
 }
 
 #[tokio::test]
@@ -411,4 +422,28 @@ fn json_and_yaml_notes_keep_the_documents_valid() {
         assert_eq!(out, want);
         check_rewrite(file, &parse(file, &text, format).unwrap(), &out, format, &p).unwrap();
     }
+}
+
+#[tokio::test]
+async fn filing_the_credentials_keeps_the_config_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = setup();
+    let config = s.paths.config_file();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o400)).unwrap();
+    let (p, text, _) = plan_for(&s, &s.vault).await;
+    let new_text = rewrite(&text, ImportFormat::Env, &p);
+    let creds: Vec<(String, String)> = p
+        .moves
+        .iter()
+        .map(|m| (m.credential.clone(), m.reference.to_string()))
+        .collect();
+    apply(&s.vault, &p, &s.file, &new_text, || {
+        crate::edit::set_credentials_unlocked(&s.paths, "acme", &creds).map(drop)
+    })
+    .await
+    .unwrap();
+    let cfg = HostConfig::load(&s.paths).unwrap();
+    assert_eq!(cfg.tenants["acme"].credentials.len(), p.moves.len());
+    let mode = std::fs::metadata(&config).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o400);
 }

@@ -39,6 +39,16 @@ fn env_with(values: &[String]) -> Env {
     env
 }
 
+/// No backup `import` made is left in `dir`.
+fn assert_no_backup(dir: &Path) {
+    let left: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("outloop-backup"))
+        .collect();
+    assert!(left.is_empty(), "backups left: {left:?}");
+}
+
 fn secret_list(env: &Env) -> String {
     env.ok(&["secret", "list"], &env.root).stdout
 }
@@ -53,17 +63,19 @@ fn dotenv_round_trip_into_the_vault() {
     let copy = env.unbound.join("original.env");
     std::fs::write(&copy, &text).unwrap();
 
-    let r = env.run(&["import", ".env", "--tenant", "acme", "--all"], &env.acme);
-    // --all would also move GREETING and PORT; use the default selection instead.
-    assert_eq!(
-        r.code, 2,
-        "PORT=3000 is under the redaction floor: {}",
-        r.stderr
+    let r = env.run(
+        &["import", ".env", "--tenant", "acme", "--all", "--dry-run"],
+        &env.acme,
     );
+    // --all also moves GREETING; PORT=3000 is under the redaction floor and kept.
+    assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(
-        r.stderr.contains(".env:2: PORT: the value is 4 bytes"),
+        r.stdout.contains("would move GREETING (line 9)")
+            && r.stdout.contains(
+                "keep PORT (line 2): shorter than the redaction floor, so not a secret outloop can redact\n"
+            ),
         "{}",
-        r.stderr
+        r.stdout
     );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
 
@@ -76,15 +88,14 @@ fn dotenv_round_trip_into_the_vault() {
          move GITHUB_TOKEN (line 6) -> credential github_token = vault://acme/github_token\n\
          move MULTI_LINE_SECRET (line 7) -> credential multi_line_secret = vault://acme/multi_line_secret\n\
          move MY_SERVICE_PASSWORD (line 10) -> credential my_service_password = vault://acme/my_service_password\n\
-         keep PORT (line 2): does not look like a secret (--all moves it)\n\
+         keep PORT (line 2): does not look like a secret\n\
          keep GREETING (line 9): does not look like a secret (--all moves it)\n\
          keep EMPTY_TOKEN (line 11): empty\n\
          keep NEXT_URL (line 12): refers to another variable\n\
          moved 5 value(s) to backend `vault`; tenant `acme` has the credentials; .env keeps a note where each value was\n"
     );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), expected_after());
-    assert!(!env.acme.join("..env.outloop-backup").exists());
-    assert!(!env.acme.join(".env.outloop-backup").exists());
+    assert_no_backup(&env.acme);
     let list = secret_list(&env);
     for c in [
         "hubspot_token",
@@ -212,7 +223,7 @@ fn an_existing_reference_or_credential_is_refused_up_front() {
     assert_eq!(r.code, 2);
     assert_eq!(
         r.stderr,
-        "outloop: .env:2: B: the double quote opened here is never closed\n"
+        "outloop: .env:2: the double quote opened here is never closed\n"
     );
     assert_eq!(secret_list(&env), before);
     env.assert_no_leak();
@@ -248,4 +259,185 @@ fn json_and_yaml_files_by_extension() {
         "# service\n# github_token moved to outloop: credential github_token (vault://acme/github_token)  # ci\nretries: 3\n# SENDGRID moved to outloop: credential sendgrid (vault://acme/sendgrid)\n",
         &[gh, sg],
     );
+}
+
+#[test]
+fn a_token_on_its_own_line_or_as_a_key_is_never_printed() {
+    let hub = token("hubspot-private-app-token");
+    let gh = token("github-token");
+    let env = env_with(&[hub.clone(), gh.clone()]);
+    let file = env.acme.join(".env");
+    for line in [hub.clone(), format!("export {hub}"), format!("{hub} # c")] {
+        let text = format!("PORT=3000\n{line}\n");
+        std::fs::write(&file, &text).unwrap();
+        let r = env.run(&["import", ".env", "--tenant", "acme"], &env.acme);
+        assert_eq!(r.code, 2, "{}", r.stderr);
+        assert_eq!(r.stderr, "outloop: .env:2: expected `KEY=value`\n");
+        assert!(!r.stdout.contains(&hub) && !r.stderr.contains(&hub));
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+    }
+    // A token used as a key: kept, and printed masked.
+    std::fs::write(&file, format!("{gh}=1\n")).unwrap();
+    let r = env.run(&["import", ".env", "--tenant", "acme"], &env.acme);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!r.stdout.contains(&gh), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("(line 1): the key itself looks like a secret; rename it"),
+        "{}",
+        r.stdout
+    );
+    let json = env.acme.join("app.json");
+    std::fs::write(&json, format!("{{\"{gh}\": \"x\"}}\n")).unwrap();
+    let r = env.run(&["import", "app.json", "--tenant", "acme"], &env.acme);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!r.stdout.contains(&gh), "{}", r.stdout);
+    env.assert_no_leak();
+}
+
+#[test]
+fn a_user_file_named_like_the_backup_is_left_alone() {
+    let hub = token("hubspot-private-app-token");
+    let env = env_with(std::slice::from_ref(&hub));
+    let file = env.acme.join("app.env");
+    std::fs::write(&file, format!("HUBSPOT_TOKEN={hub}\n")).unwrap();
+    let mine = env.acme.join(".app.env.outloop-backup");
+    std::fs::write(&mine, "mine\n").unwrap();
+    let r = env.run(&["import", "app.env", "--tenant", "acme"], &env.acme);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(std::fs::read_to_string(&mine).unwrap(), "mine\n");
+    std::fs::remove_file(&mine).unwrap();
+    assert_no_backup(&env.acme);
+    assert!(!std::fs::read_to_string(&file).unwrap().contains(&hub));
+    env.assert_no_leak();
+}
+
+#[test]
+fn fifos_and_hard_linked_files_are_refused() {
+    let hub = token("hubspot-private-app-token");
+    let env = env_with(std::slice::from_ref(&hub));
+    let fifo = env.acme.join(".env");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let r = env.run(&["import", ".env", "--tenant", "acme"], &env.acme);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert_eq!(r.stderr, "outloop: import: `.env` is not a regular file\n");
+
+    let file = env.acme.join("app.env");
+    let text = format!("HUBSPOT_TOKEN={hub}\n");
+    std::fs::write(&file, &text).unwrap();
+    std::fs::hard_link(&file, env.unbound.join("other.env")).unwrap();
+    let r = env.run(&["import", "app.env", "--tenant", "acme"], &env.acme);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .starts_with("outloop: import: `app.env` has 2 hard links;"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+    assert!(!secret_list(&env).contains("hubspot_token"));
+    env.assert_no_leak();
+}
+
+/// With another process holding the config lock, import waits (saying so) before changing
+/// anything; SIGINT then leaves the file, the vault and the config as they were.
+#[test]
+fn interrupted_while_waiting_for_the_config_lock_changes_nothing() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let hub = token("hubspot-private-app-token");
+    let env = env_with(std::slice::from_ref(&hub));
+    let file = env.acme.join(".env");
+    let text = format!("HUBSPOT_TOKEN={hub}\n");
+    std::fs::write(&file, &text).unwrap();
+    let config = std::fs::read_to_string(env.config_path()).unwrap();
+    let before = secret_list(&env);
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(env.home.join("config.toml.lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_outloop"))
+        .args(["import", ".env", "--tenant", "acme"])
+        .current_dir(&env.acme)
+        .env("OUTLOOP_HOME", &env.home)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    assert!(line.starts_with("waiting for the config lock "), "{line}");
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    drop(lock);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains(&hub) && !line.contains(&hub));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+    assert_eq!(std::fs::read_to_string(env.config_path()).unwrap(), config);
+    assert_eq!(secret_list(&env), before);
+    assert_no_backup(&env.acme);
+}
+
+#[test]
+fn a_prefix_credential_names_cannot_have_is_refused() {
+    let hub = token("hubspot-private-app-token");
+    let env = env_with(std::slice::from_ref(&hub));
+    let file = env.acme.join(".env");
+    let text = format!("HUBSPOT_TOKEN={hub}\n");
+    std::fs::write(&file, &text).unwrap();
+    for prefix in ["a b.", "\"q\"", "../x/"] {
+        let r = env.run(
+            &["import", ".env", "--tenant", "acme", "--prefix", prefix],
+            &env.acme,
+        );
+        assert_eq!(r.code, 2, "{prefix}: {}", r.stderr);
+        assert!(
+            r.stderr
+                .starts_with("outloop: import: --prefix: credential names use letters"),
+            "{}",
+            r.stderr
+        );
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+    }
+    env.assert_no_leak();
+}
+
+#[test]
+fn a_byte_order_mark_is_kept_and_cr_only_files_are_refused() {
+    let hub = token("hubspot-private-app-token");
+    let env = env_with(std::slice::from_ref(&hub));
+    let file = env.acme.join(".env");
+    std::fs::write(&file, format!("\u{feff}HUBSPOT_TOKEN={hub}\nPORT=3000\n")).unwrap();
+    let r = env.run(&["import", ".env", "--tenant", "acme"], &env.acme);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "\u{feff}# HUBSPOT_TOKEN moved to outloop: credential hubspot_token (vault://acme/hubspot_token)\nPORT=3000\n"
+    );
+
+    let file = env.acme.join("mac.env");
+    let text = format!("PORT=3000\rGITHUB_TOKEN={hub}\r");
+    std::fs::write(&file, &text).unwrap();
+    let r = env.run(&["import", "mac.env", "--tenant", "acme"], &env.acme);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert_eq!(
+        r.stderr,
+        "outloop: import: `mac.env` ends its lines with CR only; convert it to LF (or CRLF) line endings first\n"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+    env.assert_no_leak();
 }
