@@ -11,8 +11,8 @@
 //! (serde_json's, plus `\/`, HTML-safe `\u003c`, ASCII-only `\uXXXX`, and every
 //! non-alphanumeric as `\u00XX`); HTML character references (named `&amp;` `&lt;` `&gt;`
 //! `&quot;` with `'` as `&#39;`, `&#x27;` or `&apos;`, and all-numeric `&#NN;` / `&#xNN;`);
-//! and, for values of ASCII letters and digits (and `-_.`), the whole value upper- and
-//! lower-cased. Forms shorter than the floor are not searched for. A multi-line value also
+//! and, for values of ASCII letters and digits (and `-_.`), the whole value in any mix of
+//! ASCII upper and lower case. Forms shorter than the floor are not searched for. A multi-line value also
 //! registers its lines, and a JSON value its string leaves (see [`RedactorBuilder::add`]).
 //!
 //! Gap characters inserted inside a secret (C0 controls other than tab, LF and CR; DEL;
@@ -24,7 +24,8 @@
 //! # Matching and replacement
 //!
 //! The built [`SecretRedactor`] finds every occurrence of every form (one Aho-Corasick
-//! automaton, leftmost-longest, built once), takes the union of the matched byte ranges, and
+//! automaton, leftmost-longest, built once, and a second, ASCII case-insensitive one for the
+//! case-folded values), takes the union of the matched byte ranges, and
 //! replaces each maximal run of overlapping matches once; touching but non-overlapping
 //! matches are replaced separately. The run is named by the match that starts it (the
 //! longest at that position), and replaced by:
@@ -40,6 +41,12 @@
 //!
 //! Labels in tags keep ASCII letters, digits and `-_.:@/+`; other characters show as `_`, so
 //! a tag is valid inside a JSON string, an HTML attribute, a header value or a URL.
+//!
+//! The automata do not read every byte: a sampling prefilter reads one 4- or 8-byte window
+//! per stretch of input shorter than the shortest form, and the automata search only around
+//! windows that occur in some form (every occurrence of a form contains a sampled window, so
+//! nothing is missed; see `redact/sample.rs`). On text that holds no secret this is several
+//! times faster than an automaton scan of every byte.
 //!
 //! A run hit only by case-folded forms is counted in [`Redacted::folded`], and a run of a
 //! canary ([`RedactorBuilder::add_canary`]) names its tenant in [`Redacted::canaries`]: the
@@ -77,6 +84,7 @@
 
 mod gaps;
 mod io;
+mod sample;
 mod variants;
 
 #[cfg(test)]
@@ -97,6 +105,7 @@ use crate::secret::SecretValue;
 pub use io::{DEFAULT_READ_CHUNK, RedactReader, RedactWriter};
 
 use gaps::Skeleton;
+use sample::Sampler;
 use variants::Form;
 
 /// The default floor: secrets (and derived forms) shorter than this many bytes are refused
@@ -142,7 +151,7 @@ pub struct Redacted {
     /// How many replacements were made (one per maximal run of overlapping matches).
     pub count: usize,
     /// How many of those runs were hit only by a case-folded form of a secret (the value
-    /// upper- or lower-cased), never by an exact form: worth recording in the audit, since
+    /// with its letters in another case), never by an exact form: worth recording in the audit, since
     /// the upstream transformed the value.
     pub folded: usize,
     /// The tenants whose canary value (see [`RedactorBuilder::add_canary`]) was seen, each
@@ -207,7 +216,11 @@ pub struct RedactorBuilder {
     canaries: Vec<String>,
     /// Every searched form, in the order added.
     patterns: Vec<Pattern>,
+    /// The lowercased values searched for case-insensitively, in the order added.
+    folded: Vec<Pattern>,
     total_bytes: usize,
+    /// Whether the built redactor uses the sampling prefilter (always, outside tests).
+    sampling: bool,
 }
 
 impl Default for RedactorBuilder {
@@ -223,6 +236,7 @@ impl fmt::Debug for RedactorBuilder {
             .field("labels", &self.labels)
             .field("canary_tenants", &self.canaries)
             .field("patterns", &self.patterns.len())
+            .field("folded", &self.folded.len())
             .finish()
     }
 }
@@ -235,8 +249,18 @@ impl RedactorBuilder {
             labels: Vec::new(),
             canaries: Vec::new(),
             patterns: Vec::new(),
+            folded: Vec::new(),
             total_bytes: 0,
+            sampling: true,
         }
+    }
+
+    /// Builds a redactor whose automata read every byte (no sampling prefilter): the model
+    /// the sampled redactor is checked against.
+    #[cfg(test)]
+    pub(crate) fn without_sampling(mut self) -> Self {
+        self.sampling = false;
+        self
     }
 
     /// Sets the floor, in bytes: shorter secrets are refused and shorter derived forms
@@ -335,12 +359,15 @@ impl RedactorBuilder {
             );
         }
         let mut forms = variants::forms(raw, self.floor);
+        let mut folded: Vec<_> = variants::folded(raw).into_iter().collect();
         for part in variants::parts(raw) {
             if part.len() >= self.floor && !punctuation_only(&part) && part.as_slice() != raw {
                 forms.extend(variants::forms(&part, self.floor));
+                folded.extend(variants::folded(&part));
             }
         }
-        let added: usize = forms.iter().map(|f| f.0.len()).sum();
+        let added: usize = forms.iter().map(|f| f.0.len()).sum::<usize>()
+            + folded.iter().map(|f| f.len()).sum::<usize>();
         if self.total_bytes.saturating_add(added) > MAX_PATTERN_BYTES {
             return refuse(format!(
                 "the redactor's secrets would exceed {MAX_PATTERN_BYTES} bytes of patterns"
@@ -361,6 +388,12 @@ impl RedactorBuilder {
                 form,
                 canary,
             }));
+        self.folded.extend(folded.into_iter().map(|bytes| Pattern {
+            bytes,
+            label: index,
+            form: Form::Folded,
+            canary,
+        }));
         Ok(())
     }
 
@@ -376,6 +409,9 @@ impl RedactorBuilder {
         // Stable sort: among equal forms the one added first comes first and is kept.
         patterns.sort_by(|a, b| a.bytes.cmp(&b.bytes));
         patterns.dedup_by(|later, earlier| later.bytes == earlier.bytes);
+        let mut folded = self.folded;
+        folded.sort_by(|a, b| a.bytes.cmp(&b.bytes));
+        folded.dedup_by(|later, earlier| later.bytes == earlier.bytes);
 
         let tags = self
             .labels
@@ -386,44 +422,46 @@ impl RedactorBuilder {
                     .into_boxed_slice()
             })
             .collect();
-        let max_len = patterns.iter().map(|p| p.bytes.len()).max().unwrap_or(0);
+        let max_len = patterns
+            .iter()
+            .chain(&folded)
+            .map(|p| p.bytes.len())
+            .max()
+            .unwrap_or(0);
         let mut first_bytes = [false; 256];
         let mut pairs = vec![0u64; 1024].into_boxed_slice();
-        for p in &patterns {
-            if let Some(&b) = p.bytes.first() {
-                first_bytes[usize::from(b)] = true;
-            }
-            if let [a, b, ..] = p.bytes[..] {
+        let mut mark = |a: u8, b: Option<u8>| {
+            first_bytes[usize::from(a)] = true;
+            if let Some(b) = b {
                 let i = usize::from(a) << 8 | usize::from(b);
                 pairs[i / 64] |= 1 << (i % 64);
             }
-        }
-        let total: usize = patterns.iter().map(|p| p.bytes.len()).sum();
-        let automaton = if patterns.is_empty() {
-            None
-        } else {
-            let ac = AhoCorasick::builder()
-                .match_kind(MatchKind::LeftmostLongest)
-                // Past the threshold a DFA takes seconds to build (a 4 kB PEM-sized secret has
-                // about 120 kB of forms), and aho-corasick's own choice is still a DFA for few
-                // patterns, so the contiguous NFA is chosen explicitly.
-                .kind(Some(if total <= DFA_PATTERN_BYTES {
-                    AhoCorasickKind::DFA
-                } else {
-                    AhoCorasickKind::ContiguousNFA
-                }))
-                // The forms start with bytes common in text (digits and letters of hex and
-                // base64), so a prefilter fires constantly and costs more than it saves:
-                // measured 77 MiB/s with it, 374 MiB/s without (1 secret, 1 MiB of JSON).
-                .prefilter(false)
-                .build(patterns.iter().map(|p| p.bytes.as_slice()))
-                .map_err(|e| Error::internal(format!("building the redaction automaton: {e}")))?;
-            Some(ac)
         };
+        for p in &patterns {
+            if let Some(&a) = p.bytes.first() {
+                mark(a, p.bytes.get(1).copied());
+            }
+        }
+        for p in &folded {
+            if let Some(&a) = p.bytes.first() {
+                for a in [a, a.to_ascii_uppercase()] {
+                    let b = p.bytes.get(1).copied();
+                    mark(a, b);
+                    mark(a, b.map(|b| b.to_ascii_uppercase()));
+                }
+            }
+        }
+        let automaton = compile(&patterns, false)?;
+        let folded_automaton = compile(&folded, true)?;
+        let sampler = Sampler::new(patterns.iter().chain(&folded).map(|p| p.bytes.as_slice()))
+            .filter(|_| self.sampling);
         Ok(SecretRedactor {
             inner: Arc::new(Inner {
                 automaton,
+                folded_automaton,
+                sampler,
                 patterns,
+                folded,
                 labels: self.labels,
                 canaries: self.canaries,
                 tags,
@@ -444,6 +482,34 @@ impl RedactorBuilder {
         self.try_build()
             .expect("redaction automaton fits: add() caps the total pattern bytes")
     }
+}
+
+/// Compiles `patterns` into a leftmost-longest automaton (ASCII case-insensitive when
+/// `fold`), or `None` when there are none.
+fn compile(patterns: &[Pattern], fold: bool) -> Result<Option<AhoCorasick>> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    let total: usize = patterns.iter().map(|p| p.bytes.len()).sum();
+    AhoCorasick::builder()
+        .match_kind(MatchKind::LeftmostLongest)
+        .ascii_case_insensitive(fold)
+        // Past the threshold a DFA takes seconds to build (a 4 kB PEM-sized secret has about
+        // 120 kB of forms), and aho-corasick's own choice is still a DFA for few patterns, so
+        // the contiguous NFA is chosen explicitly. The automaton only runs near the windows
+        // the sampler flags, so its raw speed matters less than its build time.
+        .kind(Some(if total <= DFA_PATTERN_BYTES {
+            AhoCorasickKind::DFA
+        } else {
+            AhoCorasickKind::ContiguousNFA
+        }))
+        // The forms start with bytes common in text (digits and letters of hex and base64),
+        // so aho-corasick's own prefilter fires constantly and costs more than it saves; the
+        // sampler (redact/sample.rs) is the prefilter.
+        .prefilter(false)
+        .build(patterns.iter().map(|p| p.bytes.as_slice()))
+        .map(Some)
+        .map_err(|e| Error::internal(format!("building the redaction automaton: {e}")))
 }
 
 fn punctuation_only(raw: &[u8]) -> bool {
@@ -491,9 +557,10 @@ impl SecretRedactor {
         &self.inner.labels
     }
 
-    /// How many distinct forms (raw and encoded) it searches for.
+    /// How many distinct forms (raw and encoded, and the case-insensitive ones) it searches
+    /// for.
     pub fn pattern_count(&self) -> usize {
-        self.inner.patterns.len()
+        self.inner.patterns.len() + self.inner.folded.len()
     }
 
     /// Counts the non-overlapping matches of a bare `find_iter` of this redactor's own
@@ -504,6 +571,21 @@ impl SecretRedactor {
             .automaton
             .as_ref()
             .map_or(0, |ac| ac.find_iter(input).count())
+    }
+
+    /// Builds a bare aho-corasick automaton over this redactor's exact forms with the
+    /// crate's own defaults for leftmost-longest search (its choice of automaton kind, its
+    /// prefilter on): the other baseline the benchmarks compare against. Not a redaction API.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Internal`] when aho-corasick cannot build it (its size limits).
+    pub fn baseline_scanner(&self) -> Result<BaselineScanner> {
+        AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(self.inner.patterns.iter().map(|p| p.bytes.as_slice()))
+            .map(|ac| BaselineScanner { ac })
+            .map_err(|e| Error::internal(format!("building the baseline automaton: {e}")))
     }
 
     /// Starts a streaming session with its concrete type (see [`Redactor::stream`]).
@@ -545,12 +627,43 @@ impl Redactor for SecretRedactor {
     }
 }
 
+/// A bare aho-corasick automaton over a redactor's forms, built by
+/// [`SecretRedactor::baseline_scanner`] for benchmarks. Its `Debug` shows no pattern.
+pub struct BaselineScanner {
+    ac: AhoCorasick,
+}
+
+impl fmt::Debug for BaselineScanner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BaselineScanner")
+            .field("kind", &self.ac.kind())
+            .field("patterns", &self.ac.patterns_len())
+            .finish()
+    }
+}
+
+impl BaselineScanner {
+    /// Counts the non-overlapping leftmost-longest matches in `input` (`find_iter`),
+    /// replacing nothing.
+    pub fn match_count(&self, input: &[u8]) -> usize {
+        self.ac.find_iter(input).count()
+    }
+}
+
 /// The shared, immutable part of a [`SecretRedactor`].
 struct Inner {
     automaton: Option<AhoCorasick>,
+    /// The ASCII case-insensitive automaton over `folded`.
+    folded_automaton: Option<AhoCorasick>,
+    /// Picks the parts of a haystack the automata must search; `None` (search everything)
+    /// when some form is too short for sampling to pay off.
+    sampler: Option<Sampler>,
     /// Searched forms sorted by bytes (pattern id = index).
     /// Sorted so "is this a prefix of some form" is a binary search.
     patterns: Vec<Pattern>,
+    /// Lowercased values of letters and digits, searched case-insensitively, sorted by bytes
+    /// (pattern id = `patterns.len()` + index).
+    folded: Vec<Pattern>,
     labels: Vec<String>,
     canaries: Vec<String>,
     /// `[REDACTED:<label>]` per label.
@@ -663,50 +776,36 @@ impl Inner {
         out: &mut Vec<u8>,
         tally: &mut Tally,
     ) {
-        if let Some(ac) = &self.automaton {
-            match skeleton {
-                None => {
-                    let mut pos = 0;
-                    while pos < limit {
-                        let Some(m) = ac.find(Input::new(hay).range(pos..)) else {
-                            break;
-                        };
-                        if m.start() >= limit {
-                            break;
-                        }
-                        self.on_match(
-                            hay,
-                            m.start(),
-                            m.end(),
-                            m.pattern().as_usize(),
-                            cursor,
-                            out,
-                            tally,
-                        );
-                        pos = m.start() + 1;
-                    }
+        let mut found = Vec::new();
+        match skeleton {
+            None => self.each_region(hay, limit, |region| {
+                found.clear();
+                self.find_in(hay, region, limit, &mut found);
+                found.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+                for &(s, e, p) in &found {
+                    self.on_match(hay, s, e, p, cursor, out, tally);
                 }
-                Some(sk) => {
-                    let mut found = Vec::new();
-                    each_start(ac, hay, |s, e, p| {
+            }),
+            Some(sk) => {
+                self.each_region(hay, limit, |region| {
+                    self.find_in(hay, region, limit, &mut found);
+                });
+                for seg in sk.segments() {
+                    let bytes = sk.bytes(seg.clone());
+                    let mut local = Vec::new();
+                    self.each_region(bytes, bytes.len(), |region| {
+                        self.find_in(bytes, region, bytes.len(), &mut local);
+                    });
+                    for (s, e, p) in local {
+                        let (s, e) = sk.original(seg.start + s, seg.start + e);
                         if s < limit {
                             found.push((s, e, p));
                         }
-                        s < limit
-                    });
-                    for seg in sk.segments() {
-                        each_start(ac, sk.bytes(seg.clone()), |s, e, p| {
-                            let (s, e) = sk.original(seg.start + s, seg.start + e);
-                            if s < limit {
-                                found.push((s, e, p));
-                            }
-                            s < limit
-                        });
                     }
-                    found.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-                    for (s, e, p) in found {
-                        self.on_match(hay, s, e, p, cursor, out, tally);
-                    }
+                }
+                found.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+                for (s, e, p) in found {
+                    self.on_match(hay, s, e, p, cursor, out, tally);
                 }
             }
         }
@@ -714,6 +813,55 @@ impl Inner {
             out.extend_from_slice(&hay[cursor.emitted..limit]);
             cursor.emitted = limit;
         }
+    }
+
+    /// Calls `f` with each range of `hay` the automata must search for matches that start
+    /// before `limit`, in order: the sampler's regions, or all of `hay` without a sampler.
+    fn each_region(&self, hay: &[u8], limit: usize, mut f: impl FnMut(std::ops::Range<usize>)) {
+        if self.automaton.is_none() && self.folded_automaton.is_none() {
+            return;
+        }
+        match &self.sampler {
+            Some(sampler) => sampler.regions(hay, limit).for_each(f),
+            None => f(0..hay.len()),
+        }
+    }
+
+    /// Appends to `found` the longest match of each automaton at every position in `region`
+    /// where one starts before `limit` and ends inside `region`, as `(start, end, pattern
+    /// id)`.
+    fn find_in(
+        &self,
+        hay: &[u8],
+        region: std::ops::Range<usize>,
+        limit: usize,
+        found: &mut Vec<(usize, usize, usize)>,
+    ) {
+        let automata = [
+            (&self.automaton, 0),
+            (&self.folded_automaton, self.patterns.len()),
+        ];
+        for (ac, base) in automata {
+            let Some(ac) = ac else { continue };
+            let mut pos = region.start;
+            while pos < region.end.min(limit) {
+                let Some(m) = ac.find(Input::new(hay).range(pos..region.end)) else {
+                    break;
+                };
+                if m.start() >= limit {
+                    break;
+                }
+                found.push((m.start(), m.end(), base + m.pattern().as_usize()));
+                pos = m.start() + 1;
+            }
+        }
+    }
+
+    /// The pattern with id `id` (see [`Inner::patterns`] and [`Inner::folded`]).
+    fn pattern(&self, id: usize) -> &Pattern {
+        self.patterns
+            .get(id)
+            .unwrap_or_else(|| &self.folded[id - self.patterns.len()])
     }
 
     /// Adds the match `hay[s..e]` of pattern `id` to the current run or starts a new one.
@@ -728,7 +876,7 @@ impl Inner {
         out: &mut Vec<u8>,
         tally: &mut Tally,
     ) {
-        let p = &self.patterns[id];
+        let p = self.pattern(id);
         if let Some(c) = p.canary {
             if tally.canary_seen.len() <= c {
                 tally.canary_seen.resize(c + 1, false);
@@ -805,30 +953,21 @@ impl Inner {
             .unwrap_or(hay.len())
     }
 
-    /// Whether `s` is a proper prefix of some form.
+    /// Whether `s` is a proper prefix of some form, or, ignoring ASCII case, of some
+    /// case-insensitive form.
     fn is_proper_prefix(&self, s: &[u8]) -> bool {
         // Forms with prefix `s` sit together from the first form not less than `s`; if that
         // one equals `s`, the next may be longer.
-        let i = self.patterns.partition_point(|p| p.bytes.as_slice() < s);
-        self.patterns[i..]
-            .iter()
-            .take(2)
-            .any(|p| p.bytes.len() > s.len() && p.bytes.starts_with(s))
-    }
-}
-
-/// Calls `f(start, end, pattern)` with the longest match at every position where one starts,
-/// in order, while `f` returns true.
-fn each_start(ac: &AhoCorasick, hay: &[u8], mut f: impl FnMut(usize, usize, usize) -> bool) {
-    let mut pos = 0;
-    while pos < hay.len() {
-        let Some(m) = ac.find(Input::new(hay).range(pos..)) else {
-            break;
+        let starts = |forms: &[Pattern], s: &[u8]| {
+            let i = forms.partition_point(|p| p.bytes.as_slice() < s);
+            forms[i..]
+                .iter()
+                .take(2)
+                .any(|p| p.bytes.len() > s.len() && p.bytes.starts_with(s))
         };
-        if !f(m.start(), m.end(), m.pattern().as_usize()) {
-            break;
-        }
-        pos = m.start() + 1;
+        starts(&self.patterns, s)
+            || (!self.folded.is_empty()
+                && starts(&self.folded, &Zeroizing::new(s.to_ascii_lowercase())))
     }
 }
 

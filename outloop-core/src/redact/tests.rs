@@ -837,6 +837,77 @@ proptest! {
     }
 }
 
+/// The secrets for the sampling property: token-like values of 8 to 48 bytes.
+fn sampled_secrets(tails: &[String]) -> Vec<Vec<u8>> {
+    tails
+        .iter()
+        .map(|t| format!("FAKE{t}").into_bytes())
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(192))]
+
+    /// The sampling prefilter changes nothing: over random text with secrets (in random
+    /// encodings and letter case) embedded at random offsets, the sampled redactor's output,
+    /// counts and findings equal those of a redactor whose automata read every byte, whole
+    /// and streamed.
+    #[test]
+    fn prop_sampling_changes_nothing(
+        tails in proptest::collection::vec("[A-Za-z0-9_-]{4,44}", 1..6),
+        pieces in proptest::collection::vec((0usize..8, 0usize..6, "[ -~]{0,90}"), 1..10),
+        sizes in proptest::collection::vec(1usize..300, 1..6),
+    ) {
+        use base64::Engine as _;
+        use base64::engine::general_purpose::STANDARD;
+        let secrets = sampled_secrets(&tails);
+        let build = |sampling: bool| {
+            let mut b = RedactorBuilder::new();
+            if !sampling {
+                b = b.without_sampling();
+            }
+            for (i, s) in secrets.iter().enumerate() {
+                b.add(&format!("s{i}"), &SecretValue::new(s.clone())).expect("add");
+            }
+            b.build()
+        };
+        let (sampled, full) = (build(true), build(false));
+        prop_assert!(sampled.inner.sampler.is_some());
+        let mut input = Vec::new();
+        for (kind, which, filler) in &pieces {
+            let s = &secrets[which % secrets.len()];
+            input.extend_from_slice(filler.as_bytes());
+            match kind {
+                0 => input.extend_from_slice(s),
+                1 => input.extend_from_slice(STANDARD.encode(s).as_bytes()),
+                2 => input.extend_from_slice(hex::encode(s).as_bytes()),
+                3 => input.extend_from_slice(&s.to_ascii_uppercase()),
+                4 => input.extend(s.iter().enumerate().map(|(i, b)| {
+                    if i % 2 == 0 { b.to_ascii_lowercase() } else { b.to_ascii_uppercase() }
+                })),
+                5 => input.extend_from_slice(&s[..s.len() / 2]),
+                6 => {
+                    // An ANSI colour sequence inside the secret: the skeleton path.
+                    input.extend_from_slice(&s[..s.len() / 2]);
+                    input.extend_from_slice(b"\x1b[31m");
+                    input.extend_from_slice(&s[s.len() / 2..]);
+                }
+                _ => {}
+            }
+        }
+        let want = full.redact(&input);
+        let got = sampled.redact(&input);
+        prop_assert_eq!(String::from_utf8_lossy(&got.output), String::from_utf8_lossy(&want.output));
+        prop_assert_eq!((got.count, got.folded), (want.count, want.folded));
+        let (streamed, count) = stream_with_sizes(&sampled, &input, &sizes);
+        prop_assert_eq!(&streamed, &want.output);
+        prop_assert_eq!(count, want.count);
+        for s in &secrets {
+            prop_assert!(!contains(&got.output, s));
+        }
+    }
+}
+
 #[test]
 fn long_secrets_build_and_redact() {
     // PEM keys and JSON key files run to kilobytes; the automaton must stay buildable.

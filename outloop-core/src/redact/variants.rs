@@ -18,8 +18,8 @@ pub(super) enum Form {
     /// A run of base64 alphabet characters (with `=` padding): replaced by a mask of the
     /// same length, so the surrounding payload stays decodable.
     Base64,
-    /// The whole secret upper- or lower-cased: replaced by the tag and reported as a
-    /// case-folded match when no exact form hit the same run.
+    /// The secret with its ASCII letters in any case (searched case-insensitively): replaced
+    /// by the tag and reported as a case-folded match when no exact form hit the same run.
     Folded,
 }
 
@@ -50,20 +50,17 @@ pub(super) fn forms(raw: &[u8], floor: usize) -> Vec<(Variant, Form)> {
             out.push((v, form));
         }
     }
-    if foldable(raw) {
-        for upper in [false, true] {
-            let mut f = copy(raw);
-            if upper {
-                f.make_ascii_uppercase();
-            } else {
-                f.make_ascii_lowercase();
-            }
-            if f.as_slice() != raw && f.len() >= floor.max(1) {
-                out.push((f, Form::Folded));
-            }
-        }
-    }
     out
+}
+
+/// The value searched for ignoring ASCII case, lowercased, when `raw` is [`foldable`]: an
+/// upstream that upper-cases, lower-cases or otherwise re-cases a token still echoes it.
+pub(super) fn folded(raw: &[u8]) -> Option<Variant> {
+    foldable(raw).then(|| {
+        let mut f = copy(raw);
+        f.make_ascii_lowercase();
+        f
+    })
 }
 
 /// Whether a secret gets case-folded forms: ASCII letters and digits (and the token
