@@ -309,3 +309,49 @@ fn ordinary_text_with_newlines_is_unchanged_and_builds_no_skeleton() {
         .collect();
     assert!(built.len() <= 2, "{} windows built a skeleton", built.len());
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
+
+    /// Random secrets at random offsets of a random payload, base64-encoded and wrapped at
+    /// 76/CRLF or 64/LF, streamed in random chunks: the stream equals the whole buffer, the
+    /// lines keep their breaks, the payload decodes to its length, and the secret is gone.
+    #[test]
+    fn prop_wrapped_base64_never_survives(
+        secret in "[A-Za-z0-9_.-]{8,40}",
+        before in 0usize..200,
+        after in 0usize..120,
+        pem in proptest::prelude::any::<bool>(),
+        cuts in proptest::collection::vec(1usize..100, 1..8),
+    ) {
+        let secret = format!("FAKE{secret}").into_bytes();
+        let r = redactor(&[("m", &secret)]);
+        let mut plain: Vec<u8> = (0..before).map(|i| b"FAKE pad, "[i % 10]).collect();
+        plain.extend_from_slice(&secret);
+        plain.extend((0..after).map(|i| b"; tail FAKE"[i % 11]));
+        let (width, eol): (usize, &[u8]) = if pem { (64, b"\n") } else { (76, b"\r\n") };
+        let input = wrap(STANDARD.encode(&plain).as_bytes(), width, eol);
+
+        let whole = r.redact(&input);
+        let mut s = r.stream();
+        let mut out = Vec::new();
+        let (mut pos, mut i) = (0, 0);
+        while pos < input.len() {
+            let end = (pos + cuts[i % cuts.len()]).min(input.len());
+            s.push(&input[pos..end], &mut out);
+            pos = end;
+            i += 1;
+        }
+        s.finish(&mut out);
+        proptest::prop_assert_eq!(&out, &whole.output);
+        proptest::prop_assert_eq!(whole.count, 1);
+        proptest::prop_assert_eq!(out.len(), input.len());
+        let breaks = |b: &[u8]| b.iter().enumerate().filter(|(_, c)| matches!(c, b'\r' | b'\n')).map(|(i, _)| i).collect::<Vec<_>>();
+        proptest::prop_assert_eq!(breaks(&out), breaks(&input));
+        let joined: Vec<u8> = out.iter().copied().filter(|b| !matches!(b, b'\r' | b'\n')).collect();
+        let decoded = STANDARD.decode(&joined).expect("still decodes");
+        proptest::prop_assert_eq!(decoded.len(), plain.len());
+        proptest::prop_assert!(!decoded.windows(secret.len()).any(|w| w == secret.as_slice()));
+        proptest::prop_assert_eq!(r.redact(&out).output, out);
+    }
+}
