@@ -130,6 +130,10 @@ pub struct Broker {
     pins: Mutex<HashMap<PinKey, bool>>,
     blocked: Mutex<std::collections::HashSet<(String, String)>>,
     redactors: RedactorCache,
+    /// Canaries (tenant, reference) whose last fetch failed, and when: not retried for
+    /// [`CANARY_RETRY`], so a missing canary costs one backend call per interval, not one
+    /// (with retries) per request.
+    canary_failures: Mutex<HashMap<(String, String), Instant>>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -237,6 +241,7 @@ impl BrokerBuilder {
             pins: Mutex::new(HashMap::new()),
             blocked: Mutex::new(std::collections::HashSet::new()),
             redactors: RedactorCache::new(),
+            canary_failures: Mutex::new(HashMap::new()),
         })
     }
 }
@@ -244,6 +249,9 @@ impl BrokerBuilder {
 /// The label canaries are redacted under: `[REDACTED:secret]`, neutral, so an agent cannot
 /// tell a planted canary from a real credential.
 pub const CANARY_LABEL: &str = "secret";
+
+/// How long a canary whose fetch failed is skipped before it is fetched again.
+const CANARY_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Where an action's or alias's findings were seen, for the audit alert.
 const RESPONSE: &str = "the response";
@@ -902,24 +910,49 @@ impl Broker {
     /// A canary that cannot be fetched does not fail the request: the call proceeds without
     /// it, and a warning names the tenant, the reference and the error kind (never a value).
     /// A canary guards against leaks across tenants; blocking every tenant's calls because
-    /// one planted fake is missing would turn a tripwire into an outage.
+    /// one planted fake is missing would turn a tripwire into an outage. A failed canary is
+    /// not fetched again for [`CANARY_RETRY`] (60 s), so an unavailable backend does not
+    /// slow every request down with its retries.
     async fn canaries(&self) -> Vec<(String, SecretValue)> {
         let mut out = Vec::new();
         for (tenant, cfg) in &self.config.tenants {
             for reference in &cfg.canaries {
+                let key = (tenant.clone(), reference.to_string());
+                let recent = self
+                    .lock_canary_failures()
+                    .get(&key)
+                    .is_some_and(|at| at.elapsed() < CANARY_RETRY);
+                if recent {
+                    continue;
+                }
                 match self.fetch(tenant, reference).await {
-                    Ok(value) => out.push((tenant.clone(), value)),
-                    Err(e) => tracing::warn!(
-                        tenant = %tenant,
-                        reference = %reference,
-                        kind = e.kind().as_str(),
-                        error = %e,
-                        "a canary cannot be resolved; requests go on without it"
-                    ),
+                    Ok(value) => {
+                        self.lock_canary_failures().remove(&key);
+                        out.push((tenant.clone(), value));
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            tenant = %tenant,
+                            reference = %reference,
+                            kind = e.kind().as_str(),
+                            error = %e,
+                            "a canary cannot be resolved; requests go on without it for {} s",
+                            CANARY_RETRY.as_secs()
+                        );
+                        self.lock_canary_failures().insert(key, Instant::now());
+                    }
                 }
             }
         }
         out
+    }
+
+    fn lock_canary_failures(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(String, String), Instant>> {
+        self.canary_failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Explains the decision for an action (or `alias:<name>`) from `dir`, with no backend

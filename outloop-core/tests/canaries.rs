@@ -348,13 +348,36 @@ async fn action_responses_fill_folded_and_canary_alerts() {
     assert_records_clean(&s.audit.all());
 }
 
-/// A canary that cannot be resolved (`vault://globex/canary-missing`) does not block calls;
-/// the redactor cache is keyed by the canaries too, so a canary added (or rotated) later is
-/// searched for on the next request.
+/// A canary that cannot be resolved (`vault://globex/canary-missing`) does not block calls,
+/// and is not fetched again on the next request (it waits 60 s), so a broken backend costs
+/// one read per interval. Caching is off (`cache_ttl = "0s"`): every other value is read
+/// on every request.
 #[tokio::test]
-async fn missing_canary_does_not_block_and_new_canaries_reach_the_cached_redactor() {
+async fn missing_canary_does_not_block_and_is_not_refetched_at_once() {
     let s = setup();
-    // Not yet in the backend: passes through unredacted, no alert, the call succeeds.
+    let reads = || s.backend.reads();
+    let r0 = reads();
+    let r = s.broker.call(call(&s.acme, "clean")).await.unwrap();
+    assert_eq!(r.body, "{\"ok\":true}");
+    // echo, acme's canary, globex's canary and the missing one.
+    assert_eq!(reads() - r0, 4);
+    let r1 = reads();
+    s.broker.call(call(&s.acme, "clean")).await.unwrap();
+    assert_eq!(
+        reads() - r1,
+        3,
+        "the missing canary was fetched again at once"
+    );
+    let rec = s.audit.all().pop().unwrap();
+    assert_eq!((rec.outcome.as_str(), rec.alert.as_deref()), ("ok", None));
+    assert_records_clean(&s.audit.all());
+}
+
+/// The redactor cache is keyed by the canaries too: a canary rotated to a new value is
+/// searched for on the next request, though the credentials did not change.
+#[tokio::test]
+async fn a_rotated_canary_reaches_the_cached_redactor() {
+    let s = setup();
     let r = s
         .broker
         .call(call(&s.acme, "globex-canary-2"))
@@ -365,7 +388,7 @@ async fn missing_canary_does_not_block_and_new_canaries_reach_the_cached_redacto
 
     s.backend
         .insert(
-            &SecretRef::parse("vault://globex/canary-missing").unwrap(),
+            &SecretRef::parse("vault://globex/canary").unwrap(),
             SecretValue::from_string(GLOBEX_CANARY_2.into()),
         )
         .unwrap();
