@@ -486,8 +486,18 @@ fn audit(paths: &Paths, command: AuditCommand) -> Result<u8> {
                         .as_deref()
                         .map(|s| format!("  {s}"))
                         .unwrap_or_default();
+                    // Redaction findings, only when there are any: `folded=N` and the alert.
+                    let folded = match r.folded {
+                        0 => String::new(),
+                        n => format!(" folded={n}"),
+                    };
+                    let alert = r
+                        .alert
+                        .as_deref()
+                        .map(|a| format!("  ALERT: {a}"))
+                        .unwrap_or_default();
                     outln!(
-                        "{}  {}  {}  {}  {}  {}  redactions={}{}",
+                        "{}  {}  {}  {}  {}  {}  redactions={}{}{}{}",
                         r.time,
                         r.tenant.as_deref().unwrap_or("-"),
                         r.action,
@@ -495,7 +505,9 @@ fn audit(paths: &Paths, command: AuditCommand) -> Result<u8> {
                         r.outcome,
                         status,
                         r.redactions,
-                        reason
+                        folded,
+                        reason,
+                        alert
                     );
                 }
             }

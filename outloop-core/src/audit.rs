@@ -51,8 +51,48 @@ pub struct AuditRecord {
     /// the body. Absent for actions (and from records written before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<String>,
+    /// How many of the `redactions` were hit only by a case-folded form of a secret (the
+    /// value upper- or lower-cased by the upstream), never by an exact form. Absent when 0
+    /// (and from records written before it existed).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub folded: usize,
+    /// The tenants whose planted canary value (`[tenants.<name>] canaries`) was seen in the
+    /// response or output, each once. A canary is never sent by Outloop, so any entry is an
+    /// alert: see `alert`. Absent when empty (and from records written before it existed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub canaries: Vec<String>,
+    /// One line for the human when something needs a look, e.g. ``canary of tenant `globex`
+    /// seen in the response``; never a secret. Absent when there is nothing to raise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<String>,
     /// SHA-256 (lower-case hex) of the previous line's bytes, without its newline.
     pub prev: String,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+impl AuditRecord {
+    /// Records what redaction found beyond the count: adds `folded` (runs hit only by a
+    /// case-folded form) and the tenants in `canaries` (each kept once, in order), and sets
+    /// `alert` to name every canary tenant seen so far in `place` (e.g. `the response`).
+    /// Counts in `redactions` are not touched.
+    pub fn note_findings(&mut self, folded: usize, canaries: &[String], place: &str) {
+        self.folded += folded;
+        for t in canaries {
+            if !self.canaries.contains(t) {
+                self.canaries.push(t.clone());
+            }
+        }
+        if !self.canaries.is_empty() {
+            let names: Vec<String> = self.canaries.iter().map(|t| format!("`{t}`")).collect();
+            self.alert = Some(format!(
+                "canary of tenant {} seen in {place}: a planted fake value came back, so something copied it where it does not belong",
+                names.join(", ")
+            ));
+        }
+    }
 }
 
 /// Appends one record durably.
@@ -384,6 +424,9 @@ mod tests {
             duration_ms: 1,
             redactions: 0,
             request: None,
+            folded: 0,
+            canaries: Vec::new(),
+            alert: None,
             prev: String::new(),
         }
     }
@@ -411,6 +454,54 @@ mod tests {
         let e = log.verify().unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Audit);
         assert!(e.to_string().contains(":4: chain broken"), "{e}");
+    }
+
+    /// Lines written before `folded`, `canaries` and `alert` existed (exact bytes of the old
+    /// format, chained by hand) still read and verify, and a new record appended after them
+    /// chains on.
+    #[test]
+    fn old_format_log_verifies_and_new_fields_are_skipped_when_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let first = r#"{"time":"2026-01-01T00:00:00.000Z","request_id":"r1","workspace":"/w","tenant":"acme","action":"echo","params":[],"decision":"allow","rule":"policy.tenants.acme.allow[0]","reason":null,"outcome":"ok","status":200,"duration_ms":3,"redactions":1,"prev":"0000000000000000000000000000000000000000000000000000000000000000"}"#;
+        let second = format!(
+            r#"{{"time":"2026-01-01T00:00:01.000Z","request_id":"r2","workspace":"/w","tenant":"acme","action":"alias:crm","params":[],"decision":"allow","rule":null,"reason":null,"outcome":"ok","status":200,"duration_ms":3,"redactions":0,"request":"GET /x","prev":"{}"}}"#,
+            line_hash(first.as_bytes())
+        );
+        std::fs::write(&path, format!("{first}\n{second}\n")).unwrap();
+        let log = AuditLog::new(&path);
+        assert_eq!(log.verify().unwrap(), 2);
+        let old = log.tail(None).unwrap();
+        assert_eq!((old[0].folded, old[0].canaries.len()), (0, 0));
+        assert_eq!(old[0].alert, None);
+
+        // A quiet record keeps the old shape: no new keys at all.
+        log.append(&mut record("quiet")).unwrap();
+        let mut loud = record("loud");
+        loud.redactions = 2;
+        loud.note_findings(1, &["globex".into()], "the response");
+        loud.note_findings(0, &["globex".into()], "the response");
+        log.append(&mut loud).unwrap();
+        assert_eq!(log.verify().unwrap(), 4);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        for key in ["\"folded\"", "\"canaries\"", "\"alert\""] {
+            assert!(
+                !lines[2].contains(key),
+                "{key} in a quiet record: {}",
+                lines[2]
+            );
+            assert!(lines[3].contains(key), "{key} missing: {}", lines[3]);
+        }
+        let back = log.tail(Some(1)).unwrap().remove(0);
+        assert_eq!(back.folded, 1);
+        assert_eq!(back.canaries, ["globex"]);
+        assert_eq!(
+            back.alert.as_deref(),
+            Some(
+                "canary of tenant `globex` seen in the response: a planted fake value came back, so something copied it where it does not belong"
+            )
+        );
     }
 
     #[test]

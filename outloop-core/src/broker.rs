@@ -130,6 +130,10 @@ pub struct Broker {
     pins: Mutex<HashMap<PinKey, bool>>,
     blocked: Mutex<std::collections::HashSet<(String, String)>>,
     redactors: RedactorCache,
+    /// Canaries (tenant, reference) whose last fetch failed, and when: not retried for
+    /// [`CANARY_RETRY`], so a missing canary costs one backend call per interval, not one
+    /// (with retries) per request.
+    canary_failures: Mutex<HashMap<(String, String), Instant>>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -237,8 +241,34 @@ impl BrokerBuilder {
             pins: Mutex::new(HashMap::new()),
             blocked: Mutex::new(std::collections::HashSet::new()),
             redactors: RedactorCache::new(),
+            canary_failures: Mutex::new(HashMap::new()),
         })
     }
+}
+
+/// The label canaries are redacted under: `[REDACTED:secret]`, neutral, so an agent cannot
+/// tell a planted canary from a real credential.
+pub const CANARY_LABEL: &str = "secret";
+
+/// How long a canary whose fetch failed is skipped before it is fetched again.
+const CANARY_RETRY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Where an action's or alias's findings were seen, for the audit alert.
+const RESPONSE: &str = "the response";
+
+/// Logs a warning when `record` carries an alert (a canary was seen): the tenant, the action,
+/// the request id and the canary tenants; never a value.
+fn warn_on_alert(record: &AuditRecord) {
+    if record.canaries.is_empty() {
+        return;
+    }
+    tracing::warn!(
+        tenant = record.tenant.as_deref().unwrap_or("-"),
+        action = %record.action,
+        request_id = %record.request_id,
+        canaries = ?record.canaries,
+        "canary seen: a planted fake value came back in a result; see the audit record"
+    );
 }
 
 /// Collects the facts of one attempt for its audit record.
@@ -266,6 +296,9 @@ impl Attempt {
                 duration_ms: 0,
                 redactions: 0,
                 request: None,
+                folded: 0,
+                canaries: Vec::new(),
+                alert: None,
                 prev: String::new(),
             },
         }
@@ -349,6 +382,7 @@ impl Broker {
                 }
             }
         }
+        warn_on_alert(&attempt.record);
         self.append_audit(attempt.record).await?;
         outcome
     }
@@ -454,8 +488,9 @@ impl Broker {
             .resolve_credentials(&ws.tenant, action.as_ref())
             .await?;
 
-        // 6 (prepared). The redactor knows every secret of this request and every backend token.
-        let redactor = self.redactor(&credentials)?;
+        // 6 (prepared). The redactor knows every secret of this request, every backend token
+        // and every tenant's canaries.
+        let redactor = self.redactor_for(&credentials).await?;
 
         // 5. Execute.
         let response = action.execute(&params, &credentials).await?;
@@ -466,6 +501,9 @@ impl Broker {
         let status_text = {
             let r = redactor.redact(response.status_text.as_bytes());
             redactions += r.count;
+            attempt
+                .record
+                .note_findings(r.folded, &r.canaries, RESPONSE);
             String::from_utf8_lossy(&r.output).into_owned()
         };
         let mut headers: BTreeMap<String, String> = BTreeMap::new();
@@ -489,6 +527,11 @@ impl Broker {
             let name = String::from_utf8_lossy(&n.output).into_owned();
             let r = redactor.redact(value);
             redactions += r.count;
+            for found in [&n, &r] {
+                attempt
+                    .record
+                    .note_findings(found.folded, &found.canaries, RESPONSE);
+            }
             let v = String::from_utf8_lossy(&r.output).into_owned();
             headers
                 .entry(name)
@@ -503,10 +546,24 @@ impl Broker {
         let mut chunks = response.body;
         let mut received: u64 = 0;
         while let Some(chunk) = chunks.next().await {
-            // A failing body (size cap, broken connection) discards everything redacted so far.
-            let chunk = chunk?;
+            // A failing body (size cap, broken connection) discards everything redacted so far;
+            // what was found in it still reaches the audit record.
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    let f = stream.findings();
+                    attempt
+                        .record
+                        .note_findings(f.folded, &f.canaries, RESPONSE);
+                    return Err(e);
+                }
+            };
             received = received.saturating_add(chunk.len() as u64);
             if let Some(cap) = tenant_cap.filter(|&cap| received > cap) {
+                let f = stream.findings();
+                attempt
+                    .record
+                    .note_findings(f.folded, &f.canaries, RESPONSE);
                 return Err(Error::new(
                     ErrorKind::SafetyRefused,
                     format!(
@@ -518,6 +575,10 @@ impl Broker {
             redactions += stream.push(&chunk, &mut body);
         }
         redactions += stream.finish(&mut body);
+        let f = stream.findings();
+        attempt
+            .record
+            .note_findings(f.folded, &f.canaries, RESPONSE);
 
         Ok(CallResult {
             action: action.name().to_owned(),
@@ -794,7 +855,14 @@ impl Broker {
     /// every variant of every secret into an automaton (milliseconds), so built redactors are
     /// kept, keyed by a keyed digest of exactly what went in (labels and values): a rotated
     /// value gets a new redactor, and the same set on the next request reuses the old one.
-    fn redactor(&self, credentials: &Credentials) -> Result<SecretRedactor> {
+    ///
+    /// Canaries come in as (tenant, value) pairs, registered after the credentials under the
+    /// neutral label [`CANARY_LABEL`]; they are part of the cache key.
+    fn redactor(
+        &self,
+        credentials: &Credentials,
+        canaries: &[(String, SecretValue)],
+    ) -> Result<SecretRedactor> {
         let mut entries: Vec<(String, SecretValue)> = credentials
             .iter()
             .map(|(name, value)| (name.to_owned(), value.clone()))
@@ -804,7 +872,9 @@ impl Broker {
                 entries.push((format!("backend:{}", backend.name()), token));
             }
         }
-        let key = self.redactors.key(self.config.redaction.floor, &entries);
+        let key = self
+            .redactors
+            .key(self.config.redaction.floor, &entries, canaries);
         if let Some(hit) = self.redactors.get(&key) {
             return Ok(hit);
         }
@@ -812,9 +882,77 @@ impl Broker {
         for (label, value) in &entries {
             b.add(label, value)?;
         }
+        for (tenant, value) in canaries {
+            // A canary that cannot be registered (below the floor, punctuation only) is
+            // reported and skipped: it must not block the tenant's real calls.
+            if let Err(e) = b.add_canary(tenant, CANARY_LABEL, value) {
+                tracing::warn!(
+                    tenant = %tenant,
+                    error = %e,
+                    "a canary of this tenant cannot be searched for; it is skipped"
+                );
+            }
+        }
         let built = b.build();
         self.redactors.insert(key, built.clone());
         Ok(built)
+    }
+
+    /// [`Broker::redactor`] with the canaries of every tenant resolved first.
+    async fn redactor_for(&self, credentials: &Credentials) -> Result<SecretRedactor> {
+        let canaries = self.canaries().await;
+        self.redactor(credentials, &canaries)
+    }
+
+    /// The canary values of every tenant (`[tenants.<name>] canaries`), as (tenant, value),
+    /// fetched through the credential cache like credentials.
+    ///
+    /// A canary that cannot be fetched does not fail the request: the call proceeds without
+    /// it, and a warning names the tenant, the reference and the error kind (never a value).
+    /// A canary guards against leaks across tenants; blocking every tenant's calls because
+    /// one planted fake is missing would turn a tripwire into an outage. A failed canary is
+    /// not fetched again for [`CANARY_RETRY`] (60 s), so an unavailable backend does not
+    /// slow every request down with its retries.
+    async fn canaries(&self) -> Vec<(String, SecretValue)> {
+        let mut out = Vec::new();
+        for (tenant, cfg) in &self.config.tenants {
+            for reference in &cfg.canaries {
+                let key = (tenant.clone(), reference.to_string());
+                let recent = self
+                    .lock_canary_failures()
+                    .get(&key)
+                    .is_some_and(|at| at.elapsed() < CANARY_RETRY);
+                if recent {
+                    continue;
+                }
+                match self.fetch(tenant, reference).await {
+                    Ok(value) => {
+                        self.lock_canary_failures().remove(&key);
+                        out.push((tenant.clone(), value));
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            tenant = %tenant,
+                            reference = %reference,
+                            kind = e.kind().as_str(),
+                            error = %e,
+                            "a canary cannot be resolved; requests go on without it for {} s",
+                            CANARY_RETRY.as_secs()
+                        );
+                        self.lock_canary_failures().insert(key, Instant::now());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn lock_canary_failures(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(String, String), Instant>> {
+        self.canary_failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Explains the decision for an action (or `alias:<name>`) from `dir`, with no backend
@@ -953,7 +1091,7 @@ impl Broker {
                 .map_err(|e| e.context(format!("credential `{name}` of tenant `{}`", ws.tenant)))?;
             credentials.insert(name.clone(), value);
         }
-        let redacted = self.redactor(&credentials)?.redact(input);
+        let redacted = self.redactor_for(&credentials).await?.redact(input);
         Ok((redacted.output, redacted.count))
     }
 
@@ -1034,12 +1172,20 @@ impl RedactorCache {
         }
     }
 
-    fn key(&self, floor: usize, entries: &[(String, SecretValue)]) -> [u8; 32] {
+    fn key(
+        &self,
+        floor: usize,
+        entries: &[(String, SecretValue)],
+        canaries: &[(String, SecretValue)],
+    ) -> [u8; 32] {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
         h.update(self.key);
         h.update((floor as u64).to_le_bytes());
-        for (label, value) in entries {
+        // Lengths go in first, so credentials and canaries can never be confused.
+        h.update((entries.len() as u64).to_le_bytes());
+        h.update((canaries.len() as u64).to_le_bytes());
+        for (label, value) in entries.iter().chain(canaries) {
             h.update((label.len() as u64).to_le_bytes());
             h.update(label.as_bytes());
             h.update((value.expose_secret().len() as u64).to_le_bytes());

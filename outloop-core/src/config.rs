@@ -180,6 +180,13 @@ pub struct TenantConfig {
     /// Credential name → this tenant's secret reference.
     #[serde(default)]
     pub credentials: BTreeMap<String, CredentialEntry>,
+    /// Canaries: references to planted fake values (`canaries = ["vault://acme/canary"]`),
+    /// resolved through the same backends as credentials. Outloop never sends them; every
+    /// redactor the broker builds searches for the canaries of all tenants, redacts them like
+    /// a secret (label `canary`) and records the tenant in the audit record's `canaries` and
+    /// `alert` when one is seen.
+    #[serde(default)]
+    pub canaries: Vec<SecretRef>,
 }
 
 /// A tenant's entry for one credential: the reference, and optionally an account pin.
@@ -713,9 +720,14 @@ fn split_key_path(path: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut quoted = false;
+    // An array index (`canaries[1]`) locates the array's key: the index is skipped.
+    let mut index = false;
     for c in path.chars() {
         match c {
             '"' => quoted = !quoted,
+            '[' if !quoted => index = true,
+            ']' if !quoted && index => index = false,
+            _ if index => {}
             '.' if !quoted => out.push(std::mem::take(&mut cur)),
             _ => cur.push(c),
         }
@@ -1017,6 +1029,20 @@ impl HostConfig {
                         format!(
                             "reference `{}` needs a `[backends.*]` table with kind = \"{}\"",
                             entry.reference,
+                            k.config_name()
+                        ),
+                    ));
+                }
+            }
+            for (i, reference) in tenant.canaries.iter().enumerate() {
+                let k = reference.kind();
+                if !kinds.contains(&k) {
+                    return Err(err(
+                        self,
+                        None,
+                        format!("tenants.{}.canaries[{i}]", key(name)),
+                        format!(
+                            "reference `{reference}` needs a `[backends.*]` table with kind = \"{}\"",
                             k.config_name()
                         ),
                     ));

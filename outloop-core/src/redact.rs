@@ -90,6 +90,8 @@ mod variants;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_mime;
+#[cfg(test)]
 mod tests_more;
 
 use std::fmt;
@@ -694,6 +696,9 @@ struct Context {
     last_nonspace: u8,
     /// The last non-whitespace byte before `last`.
     nonspace_before_last: u8,
+    /// How many base64-alphabet bytes (at most 40) end the input before the haystack: decides
+    /// whether an early line break is a gap (see `gaps`, "Line-wrapped base64").
+    base64_run: usize,
 }
 
 fn is_json_space(b: u8) -> bool {
@@ -703,6 +708,7 @@ fn is_json_space(b: u8) -> bool {
 impl Context {
     /// Moves the context past `passed`, the bytes leaving the haystack's front.
     fn advance(&mut self, passed: &[u8]) {
+        self.base64_run = gaps::base64_run_after(self.base64_run, passed);
         let Some((&last, before)) = passed.split_last() else {
             return;
         };
@@ -732,17 +738,25 @@ struct Cursor {
 
 /// Appends the base64-alphabet mask for `replaced`, starting `offset` bytes into the run:
 /// `=` padding stays, and the character before padding is `A` (no stray low bits, so strict
-/// decoders accept it).
+/// decoders accept it). Line breaks (CR, LF) of wrapped base64 stay where they are and do
+/// not advance the mask, so a wrapped payload is masked as its unwrapped form would be.
 fn push_mask(replaced: &[u8], offset: usize, out: &mut Vec<u8>) {
-    out.extend(replaced.iter().enumerate().map(|(i, &b)| {
-        if b == b'=' {
+    let is_break = |b: &u8| matches!(b, b'\r' | b'\n');
+    let mut k = offset;
+    for (i, &b) in replaced.iter().enumerate() {
+        if is_break(&b) {
+            out.push(b);
+            continue;
+        }
+        out.push(if b == b'=' {
             b'='
-        } else if replaced.get(i + 1) == Some(&b'=') {
+        } else if replaced[i + 1..].iter().find(|c| !is_break(c)) == Some(&b'=') {
             b'A'
         } else {
-            BASE64_MASK[(offset + i) % BASE64_MASK.len()]
-        }
-    }));
+            BASE64_MASK[k % BASE64_MASK.len()]
+        });
+        k += 1;
+    }
 }
 
 impl Inner {
@@ -1020,7 +1034,7 @@ impl SecretRedactStream {
         out: &mut Vec<u8>,
         tally: &mut Tally,
     ) -> usize {
-        let skeleton = Skeleton::build(hay);
+        let skeleton = Skeleton::build_after(hay, cursor.context.base64_run);
         let hold = inner.hold_start(hay, skeleton.as_ref());
         inner.process(hay, hold, skeleton.as_ref(), cursor, out, tally);
         cursor.context.advance(&hay[..hold]);
@@ -1077,7 +1091,7 @@ impl RedactStream for SecretRedactStream {
 
     fn finish(&mut self, out: &mut Vec<u8>) -> usize {
         let before = self.tally.count;
-        let skeleton = Skeleton::build(&self.held);
+        let skeleton = Skeleton::build_after(&self.held, self.cursor.context.base64_run);
         self.inner.process(
             &self.held,
             self.held.len(),

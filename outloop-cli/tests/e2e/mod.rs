@@ -1,6 +1,7 @@
 mod audit;
 mod bad_input;
 mod call;
+mod canary;
 mod daemon;
 mod doctor;
 mod exec;

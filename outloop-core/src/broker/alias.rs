@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -28,6 +29,7 @@ use futures_util::{Stream, StreamExt};
 
 use super::{Attempt, Broker, CallResult};
 use crate::action::{Credentials, ParamValue, Params};
+use crate::audit::{AuditRecord, AuditSink};
 use crate::config::{AuthConfig, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT_SECS};
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::{self, HttpAlias, Outgoing};
@@ -72,6 +74,62 @@ pub struct AliasBody {
     session: Box<dyn RedactStream + Send>,
     redactions: usize,
     done: bool,
+    /// Where the body's findings go when it ends: see [`BodyReport`].
+    report: Option<BodyReport>,
+}
+
+/// The follow-up audit record of an alias body. The request's record is written when the
+/// head arrives, before the body streams; when the body then turns out to hold a canary or a
+/// case-folded-only secret, a second record with the same `request_id` (`reason` = `response
+/// body`, `redactions` = the body's count) carries `folded`, `canaries` and `alert`. It is
+/// appended once, when the body ends, fails or is dropped, on a blocking task (the body has
+/// already been released, so nothing waits for it). A body with nothing to report writes no
+/// second record.
+struct BodyReport {
+    audit: Arc<dyn AuditSink>,
+    record: AuditRecord,
+}
+
+impl AliasBody {
+    /// Sends the follow-up record, at most once, if the body found anything to report.
+    fn report(&mut self) {
+        let Some(BodyReport { audit, mut record }) = self.report.take() else {
+            return;
+        };
+        let found = self.session.findings();
+        if found.folded == 0 && found.canaries.is_empty() {
+            return;
+        }
+        record.reason = Some("response body".into());
+        record.redactions = self.redactions;
+        record.folded = 0;
+        record.canaries.clear();
+        record.alert = None;
+        record.note_findings(found.folded, &found.canaries, "the response body");
+        super::warn_on_alert(&record);
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(
+                request_id = %record.request_id,
+                "no runtime to append the alias body's audit record on"
+            );
+            return;
+        };
+        rt.spawn_blocking(move || {
+            if let Err(e) = audit.append(&mut record) {
+                tracing::warn!(
+                    request_id = %record.request_id,
+                    error = %e,
+                    "the alias body's audit record could not be written"
+                );
+            }
+        });
+    }
+}
+
+impl Drop for AliasBody {
+    fn drop(&mut self) {
+        self.report();
+    }
 }
 
 impl fmt::Debug for AliasBody {
@@ -105,6 +163,7 @@ impl Stream for AliasBody {
                     this.done = true;
                     let mut out = Vec::new();
                     this.redactions += this.session.finish(&mut out);
+                    this.report();
                     if out.is_empty() {
                         return Poll::Ready(None);
                     }
@@ -113,6 +172,7 @@ impl Stream for AliasBody {
                 Poll::Ready(Some(Err(e))) => {
                     this.done = true;
                     // The held tail is dropped unreleased: the session zeroizes it.
+                    this.report();
                     return Poll::Ready(Some(Err(e)));
                 }
                 Poll::Ready(Some(Ok(chunk))) => {
@@ -257,14 +317,18 @@ impl Broker {
             shown(&request.method, 10),
             shown(&request.path, 300)
         ));
-        let outcome = self.run_alias(&request, &mut attempt).await;
+        let mut outcome = self.run_alias(&request, &mut attempt).await;
         let rec = &mut attempt.record;
         rec.duration_ms = u64::try_from(attempt.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        match &outcome {
+        match &mut outcome {
             Ok(r) => {
                 rec.outcome = "ok".into();
                 rec.status = Some(r.status);
                 rec.redactions = r.head_redactions;
+                r.body.report = Some(BodyReport {
+                    audit: Arc::clone(&self.audit),
+                    record: rec.clone(),
+                });
             }
             Err(e) => {
                 rec.outcome = e.kind().as_str().into();
@@ -281,6 +345,7 @@ impl Broker {
                 }
             }
         }
+        super::warn_on_alert(&attempt.record);
         self.append_audit(attempt.record).await?;
         outcome
     }
@@ -389,8 +454,9 @@ impl Broker {
             None => Credentials::new(),
         };
 
-        // 6 (prepared). The redactor knows the credential and every backend token.
-        let redactor = self.redactor(&credentials)?;
+        // 6 (prepared). The redactor knows the credential, every backend token and every
+        // tenant's canaries.
+        let redactor = self.redactor_for(&credentials).await?;
 
         // 5. Send.
         let secret = alias.credential().and_then(|c| credentials.get(c));
@@ -415,6 +481,9 @@ impl Broker {
         let status_text = {
             let r = redactor.redact(response.status_text.as_bytes());
             head_redactions += r.count;
+            attempt
+                .record
+                .note_findings(r.folded, &r.canaries, super::RESPONSE);
             String::from_utf8_lossy(&r.output).into_owned()
         };
         let mut headers = Vec::with_capacity(response.headers.len());
@@ -425,6 +494,11 @@ impl Broker {
             let n = redactor.redact(name.as_bytes());
             let v = redactor.redact(value);
             head_redactions += n.count + v.count;
+            for found in [&n, &v] {
+                attempt
+                    .record
+                    .note_findings(found.folded, &found.canaries, super::RESPONSE);
+            }
             headers.push((
                 String::from_utf8_lossy(&n.output).into_owned(),
                 String::from_utf8_lossy(&v.output).into_owned(),
@@ -439,6 +513,7 @@ impl Broker {
                 session: redactor.stream(),
                 redactions: 0,
                 done: false,
+                report: None,
             },
             head_redactions,
         })

@@ -28,7 +28,7 @@ use crate::config::AuthConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::exec::{check_variable, default_variable};
 use crate::policy::{Decision, PolicyRequest, Target, Verdict};
-use crate::redact::SecretRedactor;
+use crate::redact::{Findings, SecretRedactor};
 use crate::secret::SecretValue;
 use crate::workspace::Workspace;
 
@@ -294,6 +294,28 @@ impl Broker {
         exit: ExecExit,
         redactions: usize,
     ) -> Result<()> {
+        let findings = Findings {
+            count: redactions,
+            ..Findings::default()
+        };
+        self.exec_finish_with(session, exit, &findings).await
+    }
+
+    /// [`Broker::exec_finish`] with everything the output's redaction found: `findings.count`
+    /// becomes `redactions`, and `folded`, `canaries` and `alert` are filled from the rest
+    /// (a canary seen in the command's output raises the alert and a `tracing` warning).
+    /// Pass the findings of all the command's output streams together (counts added,
+    /// canary tenants united).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Audit`] when the record cannot be written.
+    pub async fn exec_finish_with(
+        &self,
+        session: ExecSession,
+        exit: ExecExit,
+        findings: &Findings,
+    ) -> Result<()> {
         let ExecSession {
             command,
             mut attempt,
@@ -301,7 +323,8 @@ impl Broker {
         } = session;
         let rec = &mut attempt.record;
         rec.duration_ms = u64::try_from(attempt.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        rec.redactions = redactions;
+        rec.redactions = findings.count;
+        rec.note_findings(findings.folded, &findings.canaries, "the command's output");
         match &exit {
             ExecExit::Exited(c) => {
                 rec.outcome = "ok".into();
@@ -321,6 +344,7 @@ impl Broker {
                 ));
             }
         }
+        super::warn_on_alert(&attempt.record);
         self.append_audit(attempt.record).await
     }
 
@@ -451,7 +475,7 @@ impl Broker {
 
         // 4. Credentials, for this tenant only.
         let credentials = self.exec_credentials(&ws.tenant, names).await?;
-        let redactor = self.redactor(&credentials)?;
+        let redactor = self.redactor_for(&credentials).await?;
         let variables = request
             .credentials
             .iter()

@@ -68,7 +68,15 @@ fn errors_name_file_line_and_key() {
     let cases: &[(&str, &str)] = &[
         (
             "[tenants.acme]\nworkspace = []\n",
-            "F:2: tenants.acme.workspace: unknown field `workspace`, expected `workspaces` or `credentials`",
+            "F:2: tenants.acme.workspace: unknown field `workspace`, expected one of `workspaces`, `credentials`, `canaries`",
+        ),
+        (
+            "[tenants.acme]\ncanaries = [\"vault://acme/canary\", \"vault:/x\"]\n",
+            "F:2: tenants.acme.canaries[1]: invalid secret reference `vault:/x`: expected `<scheme>://…`, e.g. `vault://acme/token`",
+        ),
+        (
+            "[tenants.acme]\ncanaries = [\"doppler://p/c/CANARY\"]\n",
+            "F:2: tenants.acme.canaries[0]: reference `doppler://p/c/CANARY` needs a `[backends.*]` table with kind = \"doppler\"",
         ),
         (
             "[egress]\nallow_private = [\"not-a-cidr\"]\n",

@@ -8,9 +8,29 @@
 //! U+200D, U+FEFF, in UTF-8). An incomplete sequence at the very end of the haystack counts
 //! as a gap, so a stream holds it back with the secret prefix before it.
 //!
+//! # Line-wrapped base64
+//!
+//! One exception to "line breaks are not gaps": base64 wrapped into lines. A MIME body
+//! (RFC 2045 §6.8: lines of at most 76 characters, CRLF) or a PEM block (RFC 7468 §2: 64
+//! columns, LF) splits an encoded secret at arbitrary offsets, so no registered form would
+//! match it. A line break (`\r\n` or `\n`) is therefore a gap when the [`LINE_RUN`] (40)
+//! bytes before it are all in the standard base64 alphabet (`A–Z a–z 0–9 + /`; no space,
+//! no `=`, since padding ends an encoding) and the byte after it is too, or the haystack
+//! ends there (an incomplete break, as above: a lone `\r` or a break at the very end).
+//! Ordinary JSON and log text almost never has 40 such bytes in a row right before a line
+//! break, so it still builds no skeleton. The 40 bytes may reach back before the haystack:
+//! a stream passes how many base64 bytes ended the input it already released
+//! ([`base64_run_after`], [`Skeleton::build_after`]), so a stream decides every break
+//! exactly as a whole-buffer pass does.
+//!
 //! Matching on the skeleton stays bounded: a run of gaps longer than [`MAX_GAP_RUN`] bytes
 //! breaks the skeleton into segments, and no match spans two segments. A secret with gaps
 //! inserted is therefore at most `len + (len - 1) * MAX_GAP_RUN` bytes long.
+//!
+//! A match found in the skeleton is replaced over its whole original range, gaps included.
+//! A base64 mask keeps CR and LF in place (so a wrapped payload keeps its lines and decodes
+//! to the same length); a `[REDACTED:…]` tag (a hex or raw form that happened to span a
+//! wrapped line) replaces the line breaks inside it too.
 
 use std::ops::Range;
 
@@ -21,6 +41,81 @@ pub(super) const MAX_SGR_PARAMS: usize = 16;
 
 /// The longest run of gap bytes a match may span.
 pub(super) const MAX_GAP_RUN: usize = 32;
+
+/// How many base64-alphabet bytes must come right before a line break for it to be a gap
+/// (see the module docs): below the 64 and 76 columns of PEM and MIME, far above the words
+/// of ordinary text.
+pub(super) const LINE_RUN: usize = 40;
+
+/// Whether `b` is in the standard base64 alphabet, padding excluded.
+fn is_base64(b: u8) -> bool {
+    b.is_ascii_alphanumeric() | (b == b'+') | (b == b'/')
+}
+
+/// The number of base64-alphabet bytes (at most [`LINE_RUN`]) that end the input once
+/// `passed` follows input that ended with `before` of them: the context a stream carries
+/// from released input into [`Skeleton::build_after`].
+pub(super) fn base64_run_after(before: usize, passed: &[u8]) -> usize {
+    let tail = passed.iter().rev().take_while(|&&b| is_base64(b)).count();
+    if tail == passed.len() {
+        (before + tail).min(LINE_RUN)
+    } else {
+        tail.min(LINE_RUN)
+    }
+}
+
+/// The line breaks of `hay` that are gaps, as (start, length) in order; `before` is the
+/// number of base64 bytes right before `hay` (see [`base64_run_after`]).
+///
+/// A run of [`LINE_RUN`] base64 bytes always covers an aligned block of `LINE_RUN / 2`
+/// bytes, so the search first tests those blocks (a branch-free pass the compiler
+/// vectorises) and looks closer only at runs holding one, plus the run at the start of
+/// `hay` when `before > 0`. Ordinary text has no such block and costs one pass.
+fn line_gaps(hay: &[u8], before: usize) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    // Everything before `done` has been looked at.
+    let mut done = 0;
+    let look = |start: usize, done: &mut usize, out: &mut Vec<(usize, usize)>| {
+        let end = start + hay[start..].iter().take_while(|&&b| is_base64(b)).count();
+        *done = end + 1;
+        let run = if start == 0 {
+            before + end
+        } else {
+            end - start
+        };
+        if run < LINE_RUN {
+            return;
+        }
+        let len = match &hay[end..] {
+            [b'\r', b'\n', ..] => 2,
+            [b'\n', ..] | [b'\r'] => 1,
+            _ => return,
+        };
+        if hay.get(end + len).is_none_or(|&b| is_base64(b)) {
+            out.push((end, len));
+        }
+    };
+    if before > 0 {
+        look(0, &mut done, &mut out);
+    }
+    let block = LINE_RUN / 2;
+    for (k, c) in hay.chunks_exact(block).enumerate() {
+        let at = k * block;
+        if at + block <= done || !c.iter().fold(true, |acc, &b| acc & is_base64(b)) {
+            continue;
+        }
+        // The run holding this block starts at or after `done` (earlier runs are done).
+        let start = at.max(done);
+        let start = start
+            - hay[done..start]
+                .iter()
+                .rev()
+                .take_while(|&&b| is_base64(b))
+                .count();
+        look(start, &mut done, &mut out);
+    }
+    out
+}
 
 /// A haystack with gap characters removed: its bytes (zeroized on drop), where each came
 /// from, and the segments between over-long gap runs.
@@ -83,12 +178,35 @@ fn gap_len(hay: &[u8], i: usize) -> usize {
 
 impl Skeleton {
     /// The skeleton of `hay`, or `None` when it holds no gap (the common case, decided by
-    /// one fast pass).
+    /// one fast pass). `hay` is taken to start the input; see [`Skeleton::build_after`].
     pub(super) fn build(hay: &[u8]) -> Option<Skeleton> {
-        if !may_hold_gap(hay) {
-            return None;
-        }
-        let first = (0..hay.len()).find(|&i| gap_len(hay, i) > 0)?;
+        Self::build_after(hay, 0)
+    }
+
+    /// The skeleton of `hay` when the input before it ended with `before` base64-alphabet
+    /// bytes (from [`base64_run_after`]; 0 at the start of the input), which decides whether a
+    /// line break in `hay`'s first [`LINE_RUN`] bytes is a gap.
+    pub(super) fn build_after(hay: &[u8], before: usize) -> Option<Skeleton> {
+        let lines = line_gaps(hay, before);
+        let first_char = if may_hold_gap(hay) {
+            (0..hay.len()).find(|&i| gap_len(hay, i) > 0)
+        } else {
+            None
+        };
+        let first = match (lines.first(), first_char) {
+            (Some(&(l, _)), Some(c)) => l.min(c),
+            (Some(&(l, _)), None) => l,
+            (None, c) => c?,
+        };
+        let mut lines = lines.into_iter().peekable();
+        // The gap at `i`: a line gap when one starts there, else a gap character.
+        let mut gap_at = |i: usize| match lines.peek() {
+            Some(&(at, len)) if at == i => {
+                lines.next();
+                len
+            }
+            _ => gap_len(hay, i),
+        };
         let mut bytes = Zeroizing::new(Vec::with_capacity(hay.len()));
         let mut origin = Vec::with_capacity(hay.len());
         bytes.extend_from_slice(&hay[..first]);
@@ -98,7 +216,7 @@ impl Skeleton {
         let mut run = 0;
         let mut i = first;
         while i < hay.len() {
-            let g = gap_len(hay, i);
+            let g = gap_at(i);
             if g > 0 {
                 run += g;
                 i += g;

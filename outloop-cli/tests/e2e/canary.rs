@@ -1,0 +1,76 @@
+//! Canaries end to end: a planted fake value of tenant globex, filed under
+//! `[tenants.globex] canaries`, comes back in a response to tenant acme (httpbin's
+//! `/base64/<value>` decodes its path and returns the bytes, https://httpbin.org/#/Dynamic_data)
+//! and is redacted, with the alert in `outloop audit tail --json` and in the text output.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE;
+
+use super::actions;
+use crate::support::{Env, Recorder, assert_no_variant, httpbin};
+
+/// Synthetic, letters and digits, 24 bytes (base64 without padding).
+const GLOBEX_CANARY: &str = "FAKEcanaryGlobexE2E00420";
+
+#[test]
+fn canary_in_a_response_is_redacted_and_alerted_in_the_audit() {
+    let rec = Recorder::start();
+    let extra = format!(
+        "{}\n[actions.\"echo.b64\"]\nmethod = \"GET\"\nurl = \"{}/base64/{{v}}\"\nparams.v = {{ type = \"string\" }}\n",
+        actions(&rec.url),
+        httpbin()
+    );
+    let env = Env::new(&extra);
+    env.set_secret("vault://globex/canary", GLOBEX_CANARY, None);
+    let cfg = env.config_path();
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(text.contains("[tenants.globex]\n"), "{text}");
+    let text = text.replacen(
+        "[tenants.globex]\n",
+        "[tenants.globex]\ncanaries = [\"vault://globex/canary\"]\n",
+        1,
+    );
+    std::fs::write(&cfg, text).unwrap();
+    // `echo.b64` is allowed for acme by `echo.*`.
+    let encoded = URL_SAFE.encode(GLOBEX_CANARY);
+    let r = env.run(
+        &["call", "echo.b64", "-p", &format!("v={encoded}"), "--json"],
+        &env.acme,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = r.json();
+    assert_eq!(v["body"], "[REDACTED:secret]");
+    assert_eq!(v["redactions"], 1);
+
+    let r = env.run(&["audit", "tail", "-n", "1", "--json"], &env.root);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let rec: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    assert_eq!(rec["action"], "echo.b64");
+    assert_eq!(rec["tenant"], "acme");
+    assert_eq!(rec["redactions"], 1);
+    assert_eq!(rec["canaries"], serde_json::json!(["globex"]));
+    assert_eq!(
+        rec["alert"],
+        "canary of tenant `globex` seen in the response: a planted fake value came back, so something copied it where it does not belong"
+    );
+    assert!(rec.get("folded").is_none(), "{rec}");
+
+    let r = env.run(&["audit", "tail", "-n", "1"], &env.root);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout
+            .trim_end()
+            .ends_with("redactions=1  ALERT: canary of tenant `globex` seen in the response: a planted fake value came back, so something copied it where it does not belong"),
+        "{}",
+        r.stdout
+    );
+    let r = env.run(&["audit", "verify"], &env.root);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+
+    // The canary reached neither the output nor the audit log, in any encoding (the base64
+    // form the test itself passed as a parameter is its own argv, not Outloop's output).
+    let mut seen = std::fs::read(env.audit_path()).unwrap();
+    seen.extend_from_slice(v.to_string().as_bytes());
+    assert_no_variant(&seen, GLOBEX_CANARY.as_bytes());
+    env.assert_no_leak();
+}
