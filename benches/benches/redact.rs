@@ -10,6 +10,9 @@
 //!   (raw, base64 four ways, hex two ways, JSON-escaped), what comparable tools do. Run on
 //!   1 MiB with 1 and 100 secrets only (with 1,000 it takes seconds per iteration).
 //!
+//! - `baseline_copy_4k` (100 secrets only: it does not depend on them): copying the input into
+//!   a reused buffer 4 KiB at a time, searching nothing: the memory-bandwidth floor.
+//!
 //! Inputs: realistic JSON API responses and log text, 1 MiB and (for 100 secrets) 64 MiB,
 //! with a registered secret echoed in some encoding every ~64 KiB. `outloop_whole` redacts the
 //! buffer in one call; `outloop_stream_4k` feeds it to a stream in 4 KiB chunks.
@@ -263,6 +266,19 @@ fn bench_size(c: &mut Criterion, size: usize, counts: &[usize], with_naive: bool
             group.bench_with_input(BenchmarkId::new("baseline_find_iter", n), &input, |b, i| {
                 b.iter(|| r.baseline_match_count(i))
             });
+            if n == 100 {
+                // The memory floor: copying the input into a reused output buffer in 4 KiB
+                // chunks, as a stream writes it, with no search at all.
+                group.bench_with_input(BenchmarkId::new("baseline_copy_4k", n), &input, |b, i| {
+                    b.iter(|| {
+                        out.clear();
+                        for chunk in i.chunks(4096) {
+                            out.extend_from_slice(chunk);
+                        }
+                        out.len()
+                    })
+                });
+            }
             if n <= 100 {
                 let scanner = r.baseline_scanner().expect("baseline automaton builds");
                 eprintln!("{kind} {mib} MiB, {n} secrets: aho-corasick's default: {scanner:?}");

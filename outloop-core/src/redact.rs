@@ -19,7 +19,12 @@
 //! ANSI colour sequences `ESC [ … m`; zero-width U+200B–U+200D and U+FEFF) do not hide it:
 //! when a haystack holds any, it is also searched with them removed, in segments between
 //! gap runs of more than 32 bytes (so matches, and what a stream holds back, stay bounded).
-//! Tab, LF and CR are not gaps: they separate tokens in nearly all text.
+//! Tab, LF and CR are not gaps: they separate tokens in nearly all text, except inside
+//! line-wrapped base64: a line break (`\r\n` or `\n`) whose 40 preceding bytes are
+//! standard-alphabet base64 and whose next byte is too is a gap, so a secret encoded in a MIME
+//! body (RFC 2045, 76 columns) or a PEM block (RFC 7468, 64 columns) is found at any wrap
+//! offset; a stream carries the base64 run of released input, so it decides each break as the
+//! whole buffer does.
 //!
 //! # Matching and replacement
 //!
@@ -35,7 +40,8 @@
 //!   stream, so two secret keys of one object never merge into one key;
 //! - otherwise, for a base64 form, a mask of the same length in the base64 alphabet
 //!   (`REDACTEDREDA…`, `=` padding kept, the character before padding `A`), so the payload
-//!   around it still decodes to the same length; base64 forms with JSON-escaped slashes
+//!   around it still decodes to the same length (line breaks inside a masked run are kept and
+//!   do not advance the mask); base64 forms with JSON-escaped slashes
 //!   (`\/`) get the tag instead, since a mask would change their decoded length;
 //! - otherwise `[REDACTED:<label>]`.
 //!
@@ -107,7 +113,7 @@ use crate::secret::SecretValue;
 pub use io::{DEFAULT_READ_CHUNK, RedactReader, RedactWriter};
 
 use gaps::Skeleton;
-use sample::Sampler;
+use sample::{QgramSet, Sampler};
 use variants::Form;
 
 /// The default floor: secrets (and derived forms) shorter than this many bytes are refused
@@ -453,6 +459,10 @@ impl RedactorBuilder {
                 }
             }
         }
+        let mut starts = QgramSet::with_capacity(4, patterns.len() + folded.len());
+        for p in patterns.iter().chain(&folded).filter(|p| p.bytes.len() > 4) {
+            starts.insert(&p.bytes);
+        }
         let automaton = compile(&patterns, false)?;
         let folded_automaton = compile(&folded, true)?;
         let sampler = Sampler::new(patterns.iter().chain(&folded).map(|p| p.bytes.as_slice()))
@@ -470,6 +480,7 @@ impl RedactorBuilder {
                 max_len,
                 first_bytes,
                 pairs,
+                starts,
             }),
         })
     }
@@ -676,6 +687,8 @@ struct Inner {
     first_bytes: [bool; 256],
     /// Bitset over `a << 8 | b`: whether some form starts with the bytes `a b`.
     pairs: Box<[u64]>,
+    /// The first 4 bytes of every form at least 5 bytes long, lowercased.
+    starts: QgramSet,
 }
 
 /// What was found, accumulated over a buffer or a whole session.
@@ -958,6 +971,9 @@ impl Inner {
         (from..hay.len())
             .find(|&p| {
                 self.first_bytes[usize::from(hay[p])]
+                    // A tail of 4 bytes or more can begin a form only with that form's first
+                    // 4 bytes (a form it is a proper prefix of is longer).
+                    && (hay.len() - p < 4 || self.starts.contains(&hay[p..]))
                     && hay.get(p + 1).is_none_or(|&b| {
                         let i = usize::from(hay[p]) << 8 | usize::from(b);
                         self.pairs[i / 64] & (1 << (i % 64)) != 0

@@ -67,52 +67,38 @@ pub(super) fn base64_run_after(before: usize, passed: &[u8]) -> usize {
 /// The line breaks of `hay` that are gaps, as (start, length) in order; `before` is the
 /// number of base64 bytes right before `hay` (see [`base64_run_after`]).
 ///
-/// A run of [`LINE_RUN`] base64 bytes always covers an aligned block of `LINE_RUN / 2`
-/// bytes, so the search first tests those blocks (a branch-free pass the compiler
-/// vectorises) and looks closer only at runs holding one, plus the run at the start of
-/// `hay` when `before > 0`. Ordinary text has no such block and costs one pass.
+/// Only line feeds are visited (a SIMD `memchr` pass), each looking back at most
+/// [`LINE_RUN`] bytes; JSON without newlines costs the one pass, and log text's lines end in
+/// bytes that are not base64, so the look back stops at once.
 fn line_gaps(hay: &[u8], before: usize) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
-    // Everything before `done` has been looked at.
-    let mut done = 0;
-    let look = |start: usize, done: &mut usize, out: &mut Vec<(usize, usize)>| {
-        let end = start + hay[start..].iter().take_while(|&&b| is_base64(b)).count();
-        *done = end + 1;
-        let run = if start == 0 {
-            before + end
-        } else {
-            end - start
-        };
-        if run < LINE_RUN {
-            return;
-        }
-        let len = match &hay[end..] {
-            [b'\r', b'\n', ..] => 2,
-            [b'\n', ..] | [b'\r'] => 1,
-            _ => return,
-        };
-        if hay.get(end + len).is_none_or(|&b| is_base64(b)) {
-            out.push((end, len));
-        }
+    // Whether the base64 run that ends at `end` (exclusive) is at least LINE_RUN long,
+    // counting the `before` bytes of earlier input when it reaches back to the start.
+    let long_run = |end: usize| {
+        let back = hay[..end]
+            .iter()
+            .rev()
+            .take(LINE_RUN)
+            .take_while(|&&b| is_base64(b))
+            .count();
+        back == LINE_RUN || (back == end && before + back >= LINE_RUN)
     };
-    if before > 0 {
-        look(0, &mut done, &mut out);
-    }
-    let block = LINE_RUN / 2;
-    for (k, c) in hay.chunks_exact(block).enumerate() {
-        let at = k * block;
-        if at + block <= done || !c.iter().fold(true, |acc, &b| acc & is_base64(b)) {
-            continue;
+    let next_is_base64 = |at: usize| hay.get(at).is_none_or(|&b| is_base64(b));
+    for nl in memchr::memchr_iter(b'\n', hay) {
+        let (start, len) = match nl.checked_sub(1) {
+            Some(cr) if hay[cr] == b'\r' => (cr, 2),
+            _ => (nl, 1),
+        };
+        if long_run(start) && next_is_base64(nl + 1) {
+            out.push((start, len));
         }
-        // The run holding this block starts at or after `done` (earlier runs are done).
-        let start = at.max(done);
-        let start = start
-            - hay[done..start]
-                .iter()
-                .rev()
-                .take_while(|&&b| is_base64(b))
-                .count();
-        look(start, &mut done, &mut out);
+    }
+    // A CR that ends the haystack may be the first half of a CRLF still to come.
+    if let Some(cr) = hay.len().checked_sub(1)
+        && hay[cr] == b'\r'
+        && long_run(cr)
+    {
+        out.push((cr, 1));
     }
     out
 }

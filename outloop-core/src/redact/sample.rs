@@ -30,15 +30,71 @@ const MAX_BLOCKS: usize = 1 << 16;
 /// The q-gram sampler over a fixed set of forms.
 #[derive(Debug)]
 pub(super) struct Sampler {
-    /// Window length: 8 bytes when every form has at least 16, else 4.
-    q: usize,
     /// Distance between sampled windows: `min_len - q + 1`.
     stride: usize,
     /// The forms' longest length: how far around a hit a match may reach.
     max_len: usize,
+    /// Every q-gram of every form.
+    qgrams: QgramSet,
+}
+
+/// A set of lowercased q-grams (q = 4 or 8) as a blocked Bloom filter: `contains` may say
+/// yes wrongly (rarely), never no wrongly.
+#[derive(Debug)]
+pub(super) struct QgramSet {
+    q: usize,
     /// `64 - log2(blocks.len())`: the shift that takes a hash to its block.
     shift: u32,
     blocks: Box<[[u64; 8]]>,
+}
+
+impl QgramSet {
+    /// An empty set of `q`-grams (4 or 8) sized for about `expected` of them.
+    pub(super) fn with_capacity(q: usize, expected: usize) -> Self {
+        debug_assert!(q == 4 || q == 8);
+        let blocks = (expected * BITS_PER_QGRAM / 512)
+            .next_power_of_two()
+            .clamp(MIN_BLOCKS, MAX_BLOCKS);
+        Self {
+            q,
+            shift: 64 - blocks.trailing_zeros(),
+            blocks: vec![[0u64; 8]; blocks].into_boxed_slice(),
+        }
+    }
+
+    /// Adds the q-gram at the start of `bytes` (which holds at least `q` bytes).
+    pub(super) fn insert(&mut self, bytes: &[u8]) {
+        let (block, bits) = self.slot(self.key(bytes));
+        for bit in bits {
+            self.blocks[block][bit / 64] |= 1 << (bit % 64);
+        }
+    }
+
+    /// The lowercased q-gram at the start of `bytes` (which holds at least `q` bytes).
+    fn key(&self, bytes: &[u8]) -> u64 {
+        let raw = if self.q == 8 {
+            u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"))
+        } else {
+            u64::from(u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes")))
+        };
+        lower(raw)
+    }
+
+    /// The block and the two bits within it that stand for `key`.
+    fn slot(&self, key: u64) -> (usize, [usize; 2]) {
+        let h = mix(key);
+        let block = usize::try_from(h.checked_shr(self.shift).unwrap_or(0)).unwrap_or(0);
+        let bits = [(h & 511) as usize, ((h >> 9) & 511) as usize];
+        (block, bits)
+    }
+
+    /// Whether the q-gram at the start of `bytes` (at least `q` bytes), ignoring ASCII case,
+    /// may be in the set.
+    pub(super) fn contains(&self, bytes: &[u8]) -> bool {
+        let (block, [a, b]) = self.slot(self.key(bytes));
+        let words = &self.blocks[block];
+        words[a / 64] & (1 << (a % 64)) != 0 && words[b / 64] & (1 << (b % 64)) != 0
+    }
 }
 
 /// ASCII-lowercases each byte of `x` (bytes `A`–`Z` gain 0x20; all others unchanged).
@@ -74,50 +130,18 @@ impl Sampler {
             8.. => 4,
             _ => return None,
         };
-        let qgrams: usize = forms.clone().map(|f| f.len() - q + 1).sum();
-        let blocks = (qgrams * BITS_PER_QGRAM / 512)
-            .next_power_of_two()
-            .clamp(MIN_BLOCKS, MAX_BLOCKS);
-        let mut sampler = Self {
-            q,
-            stride: min_len - q + 1,
-            max_len,
-            shift: 64 - blocks.trailing_zeros(),
-            blocks: vec![[0u64; 8]; blocks].into_boxed_slice(),
-        };
+        let expected: usize = forms.clone().map(|f| f.len() - q + 1).sum();
+        let mut qgrams = QgramSet::with_capacity(q, expected);
         for form in forms {
             for at in 0..=form.len() - q {
-                let (block, bits) = sampler.slot(sampler.key(&form[at..]));
-                for bit in bits {
-                    sampler.blocks[block][bit / 64] |= 1 << (bit % 64);
-                }
+                qgrams.insert(&form[at..]);
             }
         }
-        Some(sampler)
-    }
-
-    /// The lowercased q-gram at the start of `bytes` (which holds at least `q` bytes).
-    fn key(&self, bytes: &[u8]) -> u64 {
-        let raw = if self.q == 8 {
-            u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"))
-        } else {
-            u64::from(u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes")))
-        };
-        lower(raw)
-    }
-
-    /// The block and the two bits within it that stand for `key`.
-    fn slot(&self, key: u64) -> (usize, [usize; 2]) {
-        let h = mix(key);
-        let block = usize::try_from(h.checked_shr(self.shift).unwrap_or(0)).unwrap_or(0);
-        let bits = [(h & 511) as usize, ((h >> 9) & 511) as usize];
-        (block, bits)
-    }
-
-    fn contains(&self, key: u64) -> bool {
-        let (block, [a, b]) = self.slot(key);
-        let words = &self.blocks[block];
-        words[a / 64] & (1 << (a % 64)) != 0 && words[b / 64] & (1 << (b % 64)) != 0
+        Some(Self {
+            stride: min_len - q + 1,
+            max_len,
+            qgrams,
+        })
     }
 
     /// The disjoint ranges of `hay`, in order, outside which no form occurs that starts
@@ -127,7 +151,7 @@ impl Sampler {
         // starts before `limit + max_len - q`.
         let end = hay
             .len()
-            .saturating_sub(self.q - 1)
+            .saturating_sub(self.qgrams.q - 1)
             .min(limit.saturating_add(self.max_len));
         Regions {
             sampler: self,
@@ -159,10 +183,10 @@ impl Iterator for Regions<'_> {
         while self.next < self.end {
             let at = self.next;
             self.next += s.stride;
-            if !s.contains(s.key(&self.hay[at..])) {
+            if !s.qgrams.contains(&self.hay[at..]) {
                 continue;
             }
-            let lo = (at + s.q).saturating_sub(s.max_len);
+            let lo = (at + s.qgrams.q).saturating_sub(s.max_len);
             let hi = (at + s.max_len).min(self.hay.len());
             match &mut self.open {
                 Some(open) if lo <= open.end => open.end = hi,
