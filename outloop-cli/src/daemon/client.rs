@@ -118,6 +118,8 @@ fn unexpected(op: &str, body: &Body) -> Error {
         Body::Explain(_) => "explain",
         Body::Status(_) => "status",
         Body::Reloaded(_) => "reloaded",
+        Body::ExecStarted(_) => "exec_started",
+        Body::ExecEnded(_) => "exec_ended",
         Body::Error(_) => "error",
     };
     Error::internal(format!("the outloop daemon answered `{name}` to `{op}`"))
@@ -133,7 +135,7 @@ fn cwd() -> Result<PathBuf> {
 }
 
 /// Prints the hold line `outloop call` prints in-process (see `commands::broker`).
-fn print_held(a: &Approval) {
+pub(crate) fn print_held(a: &Approval) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));

@@ -9,6 +9,8 @@
 //! same output and exit codes. See [`protocol`] for the wire format.
 
 pub mod client;
+mod exec;
+pub mod exec_client;
 pub mod protocol;
 pub mod server;
 

@@ -2,6 +2,7 @@ mod audit;
 mod bad_input;
 mod call;
 mod daemon;
+mod daemon_frontends;
 mod doctor;
 mod exec;
 mod import;

@@ -1,0 +1,236 @@
+//! `outloop exec` and `outloop mcp` through the daemon: the same results as in-process
+//! (output, exit codes, tool lists, tool results, audit record shapes), the daemon path
+//! really taken (its request counter), and an exec session whose client dies or whose daemon
+//! stops still gets its closing audit record.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use super::daemon::{Daemon, run_env, status};
+use crate::support::Env;
+
+const EXEC_POLICY: &str = r#"
+[policy.tenants.acme]
+allow = ["exec:echo", "exec:key"]
+"#;
+
+/// The audit records appended since `from`, without what differs between two runs of one
+/// request (time, ids, durations, the chain).
+fn audit_shapes(env: &Env, from: usize) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(env.audit_path())
+        .unwrap_or_default()
+        .lines()
+        .skip(from)
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let o = v.as_object_mut().unwrap();
+            for k in ["time", "request_id", "duration_ms", "prev"] {
+                o.remove(k);
+            }
+            v
+        })
+        .collect()
+}
+
+fn audit_len(env: &Env) -> usize {
+    std::fs::read_to_string(env.audit_path())
+        .unwrap_or_default()
+        .lines()
+        .count()
+}
+
+#[test]
+fn exec_gives_the_same_results_with_and_without_the_daemon() {
+    let env = Env::new(EXEC_POLICY);
+    let script = r#"echo "e=$ECHO"; echo "k=$API_KEY" >&2; exit 3"#;
+    let cases: &[(&[&str], &Path)] = &[
+        (
+            &[
+                "exec",
+                "--credential",
+                "echo",
+                "--credential",
+                "key=API_KEY",
+                "--",
+                "sh",
+                "-c",
+                script,
+            ],
+            &env.acme,
+        ),
+        (
+            &[
+                "exec",
+                "--credential",
+                "echo",
+                "--pty",
+                "--",
+                "sh",
+                "-c",
+                "echo \"$ECHO\"",
+            ],
+            &env.acme,
+        ),
+        (&["exec", "--credential", "echo", "--", "env"], &env.acme),
+        (
+            &[
+                "exec",
+                "--credential",
+                "echo",
+                "--",
+                "no-such-command-outloop",
+            ],
+            &env.acme,
+        ),
+        (&["exec", "--credential", "other", "--", "true"], &env.acme),
+        (&["exec", "--credential", "echo", "--", "true"], &env.globex),
+        (
+            &["exec", "--credential", "echo", "--", "true"],
+            &env.unbound,
+        ),
+        (
+            &[
+                "exec",
+                "--credential",
+                "echo",
+                "--tenant",
+                "globex",
+                "--",
+                "true",
+            ],
+            &env.acme,
+        ),
+    ];
+    // First with no daemon at all, then with one; each case's output, exit code and audit
+    // records must match.
+    let mut local = Vec::new();
+    for (args, cwd) in cases {
+        let before = audit_len(&env);
+        let r = run_env(&env, args, cwd, &[]);
+        local.push((r, audit_shapes(&env, before)));
+    }
+    let d = Daemon::start(&env);
+    assert_eq!(status(&env)["requests"], 0);
+    for ((args, cwd), (l, l_audit)) in cases.iter().zip(&local) {
+        let before = audit_len(&env);
+        let via = run_env(&env, args, cwd, &[]);
+        let what = format!("`outloop {}` in {}", args.join(" "), cwd.display());
+        assert_eq!(
+            via.code, l.code,
+            "{what}: exit codes differ: {}",
+            via.stderr
+        );
+        assert_eq!(via.stdout, l.stdout, "{what}: stdout differs");
+        assert_eq!(via.stderr, l.stderr, "{what}: stderr differs");
+        assert_eq!(
+            &audit_shapes(&env, before),
+            l_audit,
+            "{what}: audit differs"
+        );
+    }
+    // What the first case printed, and that it was redacted on both paths.
+    let (first, first_audit) = &local[0];
+    assert_eq!(first.code, 3);
+    assert_eq!(first.stdout, "e=[REDACTED:echo]\n");
+    assert_eq!(first.stderr, "k=[REDACTED:key]\n");
+    assert_eq!(first_audit.len(), 2, "{first_audit:?}");
+    assert_eq!(first_audit[0]["outcome"], "started");
+    assert_eq!(first_audit[1]["outcome"], "ok");
+    assert_eq!(first_audit[1]["redactions"], 2);
+    assert_eq!(local[3].0.code, 127);
+    assert_eq!(local[4].0.code, 3);
+    // The daemon answered every one of them (one `exec_start` each).
+    let s = status(&env);
+    assert_eq!(s["pid"], d.pid());
+    assert_eq!(s["requests"], cases.len() as u64);
+    assert_eq!(s["in_flight"], 0);
+    env.ok(&["audit", "verify"], &env.root);
+    env.assert_no_leak();
+}
+
+/// Starts `outloop exec` through the daemon with a command that prints `started` and then
+/// waits for a line on its stdin (outloop's stdin, which the test holds).
+fn start_waiting_exec(env: &Env) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_outloop"))
+        .args(["exec", "--credential", "echo", "--", "sh", "-c"])
+        .arg("echo started; read line; echo \"$ECHO\"; exit 4")
+        .current_dir(&env.acme)
+        .env("OUTLOOP_HOME", &env.home)
+        .env_remove("OUTLOOP_NO_DAEMON")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "started\n");
+    (child, out)
+}
+
+fn last_two(env: &Env) -> (serde_json::Value, serde_json::Value) {
+    let text = std::fs::read_to_string(env.audit_path()).unwrap();
+    let recs: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let n = recs.len();
+    (recs[n - 2].clone(), recs[n - 1].clone())
+}
+
+#[test]
+fn an_exec_whose_client_dies_or_whose_daemon_stops_still_gets_its_closing_record() {
+    let env = Env::new(EXEC_POLICY);
+    let mut d = Daemon::start(&env);
+
+    // The client is killed while its command runs: the daemon records `client_gone`.
+    let (mut child, _out) = start_waiting_exec(&env);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    d.wait_line("recorded as client_gone");
+    let (start, end) = last_two(&env);
+    assert_eq!(start["outcome"], "started");
+    assert_eq!(end["request_id"], start["request_id"]);
+    assert_eq!(end["outcome"], "client_gone");
+    assert_eq!(end["action"], "exec:echo");
+    assert_eq!(end["tenant"], "acme");
+    assert!(
+        end["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("command `sh`: the outloop exec client went away"),
+        "{end}"
+    );
+    // The orphaned command ends when its stdin closes.
+    drop(child.stdin.take());
+
+    // The daemon stops while a command runs: it does not wait for the command, records
+    // `daemon_stopped`, and the command still runs to its end with its output redacted.
+    let (mut child, mut out) = start_waiting_exec(&env);
+    d.signal(rustix::process::Signal::TERM);
+    let (code, log) = d.wait_exit();
+    assert_eq!(code, 0, "{log:?}");
+    assert!(
+        log.iter().any(|l| l.contains("recorded as daemon_stopped")),
+        "{log:?}"
+    );
+    let (start, end) = last_two(&env);
+    assert_eq!(end["request_id"], start["request_id"]);
+    assert_eq!(end["outcome"], "daemon_stopped");
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    let status = child.wait().unwrap();
+    env.seen.lock().unwrap().extend_from_slice(rest.as_bytes());
+    env.seen.lock().unwrap().extend_from_slice(err.as_bytes());
+    assert_eq!(rest, "[REDACTED:echo]\n");
+    assert_eq!(status.code(), Some(4), "the command's code: {err}");
+    assert!(err.starts_with("outloop: warning: "), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    env.ok(&["audit", "verify"], &env.root);
+    env.assert_no_leak();
+}
