@@ -28,6 +28,13 @@ fn audit_shapes(env: &Env, from: usize) -> Vec<serde_json::Value> {
             for k in ["time", "request_id", "duration_ms", "prev"] {
                 o.remove(k);
             }
+            // The approval id differs between runs: `approved by a human (<id>)`.
+            if let Some(r) = o.get("reason").and_then(|r| r.as_str())
+                && let Some((head, _)) = r.split_once("approved by a human (")
+            {
+                let masked = format!("{head}approved by a human (<id>)");
+                o.insert("reason".into(), masked.into());
+            }
             v
         })
         .collect()
@@ -231,6 +238,108 @@ fn an_exec_whose_client_dies_or_whose_daemon_stops_still_gets_its_closing_record
     assert_eq!(status.code(), Some(4), "the command's code: {err}");
     assert!(err.starts_with("outloop: warning: "), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
+    env.ok(&["audit", "verify"], &env.root);
+    env.assert_no_leak();
+}
+
+/// Runs the official-SDK MCP client (tests/mcp_client.py) against the server entry
+/// `outloop init --agent claude-code` wrote, with its transcript written to `transcript`;
+/// returns its stdout (already added to the leak check) after asserting every check passed.
+fn mcp_session(env: &Env, transcript: &Path) -> String {
+    let mcp_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(env.acme.join(".mcp.json")).unwrap())
+            .unwrap();
+    let entry = &mcp_json["mcpServers"]["outloop"];
+    let out = Command::new(super::mcp::venv_python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp_client.py"))
+        .env("MCP_ENTRY", entry.to_string())
+        .env("OUTLOOP_BIN", entry["command"].as_str().unwrap())
+        .env("OUTLOOP_HOME", &env.home)
+        .env("MCP_WORKSPACE", &env.acme)
+        .env("MCP_OUTSIDE", &env.root)
+        .env("MCP_TRANSCRIPT", transcript)
+        .env_remove("OUTLOOP_NO_DAEMON")
+        .env_remove("HTTP_PROXY")
+        .env_remove("http_proxy")
+        .output()
+        .expect("the venv python runs");
+    env.seen.lock().unwrap().extend_from_slice(&out.stdout);
+    env.seen.lock().unwrap().extend_from_slice(&out.stderr);
+    env.assert_no_leak();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success()
+            && stdout.contains("mcp client: all checks passed")
+            && stdout.contains("mcp client (2026-07-28): all checks passed"),
+        "the MCP client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn an_mcp_session_gives_the_same_tools_and_results_through_the_daemon() {
+    let env = Env::new(&super::mcp::config());
+    env.ok(
+        &[
+            "init",
+            "--agent",
+            "claude-code",
+            "--workspace",
+            env.acme.to_str().unwrap(),
+        ],
+        &env.root,
+    );
+    let local_t = env.root.join("local.json");
+    let via_t = env.root.join("via.json");
+
+    // In-process: no daemon runs.
+    assert_eq!(run_env(&env, &["status"], &env.root, &[]).code, 3);
+    let before = audit_len(&env);
+    let local_out = mcp_session(&env, &local_t);
+    let local_audit = audit_shapes(&env, before);
+
+    // Through the daemon: the same session, the same answers.
+    let d = Daemon::start(&env);
+    let before = audit_len(&env);
+    let via_out = mcp_session(&env, &via_t);
+    let via_audit = audit_shapes(&env, before);
+
+    let read = |p: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
+    let (local, via) = (read(&local_t), read(&via_t));
+    let entries = local.as_array().unwrap();
+    assert_eq!(entries.len(), 13, "{local:#}");
+    for (l, v) in entries.iter().zip(via.as_array().unwrap()) {
+        assert_eq!(l, v, "`{}` differs through the daemon", l["label"]);
+    }
+    assert_eq!(local, via);
+    // What was compared is what the session is about: tools, redacted results, errors.
+    let tools = &entries[0]["value"];
+    assert!(tools.as_array().unwrap().len() >= 4, "{tools}");
+    assert_eq!(entries[1]["label"], "echo__bearer");
+    assert!(
+        entries[1]["value"]["body"]["body"]
+            .as_str()
+            .unwrap()
+            .contains("[REDACTED:echo]")
+    );
+    assert_eq!(entries[4]["value"]["is_error"], true);
+
+    // The same audit records, in the same order (times and ids aside).
+    assert!(local_audit.len() >= 10, "{local_audit:?}");
+    assert_eq!(local_audit, via_audit);
+
+    // The same server log lines for reloads and refused configs on both paths.
+    for out in [&local_out, &via_out] {
+        assert!(out.contains("outloop mcp: config reloaded"), "{out}");
+        assert!(out.contains("the changed config is not used"), "{out}");
+    }
+    // The daemon answered the second session: the tool lists, explains and calls.
+    let s = status(&env);
+    assert_eq!(s["pid"], d.pid());
+    assert!(s["requests"].as_u64().unwrap() >= 13, "{s}");
     env.ok(&["audit", "verify"], &env.root);
     env.assert_no_leak();
 }
