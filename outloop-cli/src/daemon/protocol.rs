@@ -666,4 +666,114 @@ mod tests {
             serde_json::to_string(&through).unwrap()
         );
     }
+
+    #[test]
+    fn exec_values_cross_the_wire_as_base64_and_never_show_in_debug() {
+        const FAKE: &[u8] = b"FAKE-exec-value-\x00\xff-not-utf8";
+        let started = ExecStarted {
+            request_id: "r1".into(),
+            tenant: "acme".into(),
+            floor: 8,
+            variables: vec![ExecVariable {
+                variable: "ECHO".into(),
+                credential: "echo".into(),
+                value: WireSecret(outloop_core::SecretValue::new(FAKE.to_vec())),
+            }],
+        };
+        let resp = Response::new(Body::ExecStarted(started.clone()));
+        let line = serde_json::to_string(&resp).unwrap();
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(FAKE);
+        assert_eq!(
+            line,
+            format!(
+                r#"{{"v":1,"type":"exec_started","data":{{"request_id":"r1","tenant":"acme","floor":8,"variables":[{{"variable":"ECHO","credential":"echo","value":"{b64}"}}]}}}}"#
+            )
+        );
+        let back: Response = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, resp);
+        let Body::ExecStarted(b) = back.body else {
+            panic!("not exec_started")
+        };
+        assert_eq!(b.variables[0].value.0.expose_secret(), FAKE);
+        // Debug shows the length, never the value or its encoding.
+        let debug = format!("{resp:?} {b:?}");
+        assert!(
+            debug.contains(&format!("[REDACTED; {} bytes]", FAKE.len())),
+            "{debug}"
+        );
+        assert!(!debug.contains("FAKE") && !debug.contains(&b64), "{debug}");
+        // Bad base64 is refused without echoing the text.
+        let bad = line.replace(&b64, "FAKE-not-base64!");
+        let e = serde_json::from_str::<Response>(&bad)
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("FAKE"), "{e}");
+    }
+
+    #[test]
+    fn exec_and_request_ops_have_the_documented_shape() {
+        let r = Request::new(Op::ExecStart {
+            credentials: vec![ExecVariableSpec {
+                name: "echo".into(),
+                variable: "ECHO".into(),
+            }],
+            command: "sh".into(),
+            tenant: None,
+        });
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"v":1,"op":"exec_start","credentials":[{"name":"echo","variable":"ECHO"}],"command":"sh","tenant":null}"#
+        );
+        for (exit, json) in [
+            (ExecEndExit::Exited(0), r#"{"exited":0}"#),
+            (ExecEndExit::Signaled(9), r#"{"signaled":9}"#),
+            (
+                ExecEndExit::NotStarted {
+                    kind: "not_found".into(),
+                    message: "no such file".into(),
+                },
+                r#"{"not_started":{"kind":"not_found","message":"no such file"}}"#,
+            ),
+        ] {
+            let r = Request::new(Op::ExecEnd {
+                exit,
+                redactions: 1,
+            });
+            let line = serde_json::to_string(&r).unwrap();
+            assert_eq!(
+                line,
+                format!(r#"{{"v":1,"op":"exec_end","exit":{json},"redactions":1}}"#)
+            );
+            assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), r);
+        }
+        // A minimal alias request: the optional fields default.
+        let r: Request = serde_json::from_str(
+            r#"{"v":1,"op":"request","alias":"bin","method":"GET","path":"/bearer"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            r.op,
+            Op::Request {
+                alias: "bin".into(),
+                method: "GET".into(),
+                path: "/bearer".into(),
+                query: None,
+                headers: vec![],
+                body: String::new(),
+                tenant: None,
+            }
+        );
+        // Alias entries carry their allow rules; action entries print as before.
+        let alias = ActionEntry {
+            name: "alias:bin".into(),
+            kind: "alias".into(),
+            description: String::new(),
+            decision: "allow".into(),
+            params: serde_json::Value::Null,
+            allow: vec!["GET /bearer".into()],
+        };
+        let v = serde_json::to_value(&alias).unwrap();
+        assert_eq!(v["allow"], serde_json::json!(["GET /bearer"]));
+    }
 }
