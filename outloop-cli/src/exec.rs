@@ -1,7 +1,9 @@
 //! `outloop exec`: runs a command with credentials as environment variables and redacts its
 //! output while it streams.
 //!
-//! The broker decides and hands out the values (`Broker::exec_start`); this module builds
+//! The broker decides and hands out the values (`Broker::exec_start`): the daemon's when one
+//! answers (see [`crate::daemon::exec_client`]: it also writes both audit records), else an
+//! in-process one. This module builds
 //! the child's environment from scratch (the minimal base of [`outloop_core::exec`], the
 //! `--env` names, one variable per credential), starts the command directly from its argv
 //! (never through a shell), and copies its stdout and stderr through one streaming redactor

@@ -11,8 +11,13 @@
 //! held for a human's approval). Its description is the action's description and its input
 //! schema is the JSON Schema of the action's parameters (types, `enum`, `pattern`,
 //! `minimum`/`maximum`, `maxLength`, `default`, `required`, no additional properties).
-//! A call runs the whole request flow in the in-process [`Broker`]: policy, credential,
-//! upstream call, redaction, audit. The result is one text block holding the object
+//! A call runs the whole request flow in a [`Broker`]: policy, credential, upstream call,
+//! redaction, audit. Each request (a tool list, a policy check, a call) goes to the per-user
+//! daemon when one answers on its socket (a new connection per request, so a daemon started
+//! or stopped during a session is picked up by the next request), else to this process's
+//! own broker, built on first use; the tools and results are the same either way. The daemon
+//! takes the workspace from this process's working directory, so `--workspace DIR` changes
+//! into `DIR` first. The result is one text block holding the object
 //! `outloop call --json` prints (`action`, `tenant`, `status`, `headers`, `body`,
 //! `redactions`), already redacted.
 //!
@@ -43,8 +48,11 @@
 //! # Config reloads
 //!
 //! The server polls the host config file and the files its `include` globs match every
-//! [`POLL_INTERVAL`] (modification time, size and inode). On a change it loads the config and
-//! builds a new broker; when the tool list differs it sends `notifications/tools/list_changed`
+//! [`POLL_INTERVAL`] (modification time, size and inode). On a change it loads the config
+//! (and rebuilds its own broker, if it has one), then asks for the tools again, from the
+//! daemon when one answers (the daemon re-stats the same files before each request and
+//! reloads first); when the tool list differs from the last one seen it sends
+//! `notifications/tools/list_changed`
 //! (in the session for clients that connected with `initialize`, and on every
 //! `subscriptions/listen` stream that asked for tool changes, for protocol 2026-07-28).
 //! A config that does not load keeps the previous broker and logs one line on stderr. Polling

@@ -353,7 +353,8 @@ pub struct StatusOutput {
     pub protocol: u32,
     /// Seconds since it started.
     pub uptime_secs: u64,
-    /// Requests answered (`call`, `actions`, `explain`), whatever their outcome.
+    /// Requests answered (`call`, `request`, `actions`, `explain`, `exec_start`), whatever
+    /// their outcome.
     pub requests: u64,
     /// Requests being answered right now (this `status` excluded).
     pub in_flight: u64,
