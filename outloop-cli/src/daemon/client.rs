@@ -199,7 +199,7 @@ pub async fn actions(paths: &Paths) -> Result<ActionsOutput> {
     Ok(ActionsOutput {
         workspace: ws.root,
         tenant: ws.tenant,
-        actions: list.into_iter().map(ActionEntry::from).collect(),
+        actions: ActionEntry::all_from(list, broker.config()),
     })
 }
 

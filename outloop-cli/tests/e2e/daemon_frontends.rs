@@ -156,6 +156,58 @@ fn exec_gives_the_same_results_with_and_without_the_daemon() {
     env.assert_no_leak();
 }
 
+#[test]
+fn an_exec_held_for_approval_through_the_daemon_runs_once_approved() {
+    let env = Env::new(
+        r#"
+[policy.tenants.acme]
+approve = ["exec:key"]
+"#,
+    );
+    let mut d = Daemon::start(&env);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_outloop"))
+        .args(["exec", "--credential", "key=API_KEY", "--", "sh", "-c"])
+        .arg("echo \"k=$API_KEY\"")
+        .current_dir(&env.acme)
+        .env("OUTLOOP_HOME", &env.home)
+        .env_remove("OUTLOOP_NO_DAEMON")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The hold line `outloop exec` prints names the approval id, as in-process.
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    env.seen.lock().unwrap().extend_from_slice(line.as_bytes());
+    assert!(
+        line.starts_with("outloop: held for a human's approval as "),
+        "{line}"
+    );
+    let id = line
+        .split(" as ")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    d.wait_line(&format!("held exec:key for tenant `acme` as {id}"));
+    env.ok(&["approve", &id], &env.root);
+    let out = child.wait_with_output().unwrap();
+    env.seen.lock().unwrap().extend_from_slice(&out.stdout);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "k=[REDACTED:key]\n");
+    let (start, end) = last_two(&env);
+    assert_eq!(start["decision"], "approve");
+    assert_eq!(start["outcome"], "started");
+    assert_eq!(end["outcome"], "ok");
+    assert_eq!(end["redactions"], 1);
+    assert_eq!(status(&env)["requests"], 1);
+    env.assert_no_leak();
+}
+
 /// Starts `outloop exec` through the daemon with a command that prints `started` and then
 /// waits for a line on its stdin (outloop's stdin, which the test holds).
 fn start_waiting_exec(env: &Env) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
@@ -336,6 +388,28 @@ fn an_mcp_session_gives_the_same_tools_and_results_through_the_daemon() {
         assert!(out.contains("outloop mcp: config reloaded"), "{out}");
         assert!(out.contains("the changed config is not used"), "{out}");
     }
+    // `outloop actions --json` shows an alias's allow rules (the `request` tool's description
+    // uses them) on both paths.
+    let via = run_env(&env, &["actions", "--json"], &env.acme, &[]);
+    let local = run_env(
+        &env,
+        &["actions", "--json"],
+        &env.acme,
+        &[("OUTLOOP_NO_DAEMON", "1")],
+    );
+    assert_eq!(via.stdout, local.stdout);
+    let bin = via.json()["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "alias:bin")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        bin["allow"],
+        serde_json::json!(["GET /bearer", "GET /anything/**", "POST /anything/**"])
+    );
+
     // The daemon answered the second session: the tool lists, explains and calls.
     let s = status(&env);
     assert_eq!(s["pid"], d.pid());
