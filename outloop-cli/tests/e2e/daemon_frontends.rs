@@ -417,3 +417,60 @@ fn an_mcp_session_gives_the_same_tools_and_results_through_the_daemon() {
     env.ok(&["audit", "verify"], &env.root);
     env.assert_no_leak();
 }
+
+#[test]
+fn an_mcp_session_goes_on_in_process_when_the_daemon_stops() {
+    let env = Env::new(&super::mcp::config());
+    let d = Daemon::start(&env);
+    let mut py = Command::new(super::mcp::venv_python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp_failover.py"))
+        .env("OUTLOOP_BIN", env!("CARGO_BIN_EXE_outloop"))
+        .env("OUTLOOP_HOME", &env.home)
+        .env("MCP_WORKSPACE", &env.acme)
+        .env_remove("OUTLOOP_NO_DAEMON")
+        .env_remove("HTTP_PROXY")
+        .env_remove("http_proxy")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the venv python runs");
+    let mut out = BufReader::new(py.stdout.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert_ne!(out.read_line(&mut line).unwrap(), 0, "no READY:\n{seen}");
+        seen.push_str(&line);
+        if line == "READY\n" {
+            break;
+        }
+    }
+    // The first tool list and call went to the daemon.
+    let s = status(&env);
+    assert!(s["requests"].as_u64().unwrap() >= 3, "{s}");
+    d.signal(rustix::process::Signal::TERM);
+    let (code, log) = d.wait_exit();
+    assert_eq!(code, 0, "{log:?}");
+    py.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    seen.push_str(&rest);
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut py.stderr.take().unwrap(), &mut err).unwrap();
+    let status = py.wait().unwrap();
+    env.seen.lock().unwrap().extend_from_slice(seen.as_bytes());
+    env.seen.lock().unwrap().extend_from_slice(err.as_bytes());
+    env.assert_no_leak();
+    assert!(
+        status.success() && seen.contains("failover: all checks passed"),
+        "{seen}\n{err}"
+    );
+    // Both calls were audited, the second by the in-process broker after the daemon left.
+    let text = std::fs::read_to_string(env.audit_path()).unwrap();
+    let calls = text
+        .lines()
+        .filter(|l| l.contains("\"action\":\"echo.bearer\""))
+        .count();
+    assert_eq!(calls, 2, "{text}");
+    env.ok(&["audit", "verify"], &env.root);
+}
