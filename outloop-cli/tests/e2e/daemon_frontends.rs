@@ -474,3 +474,78 @@ fn an_mcp_session_goes_on_in_process_when_the_daemon_stops() {
     assert_eq!(calls, 2, "{text}");
     env.ok(&["audit", "verify"], &env.root);
 }
+
+/// A raw protocol client in Python (the standard library only), run in `cwd` so the daemon
+/// sees that workspace; prints one JSON line per answer, and a value only as its SHA-256.
+const RAW_CLIENT: &str = r#"
+import base64, hashlib, json, os, socket
+s = socket.socket(socket.AF_UNIX)
+s.connect(os.environ["SOCK"])
+f = s.makefile("rwb")
+def ask(o):
+    f.write((json.dumps(o) + "\n").encode()); f.flush()
+    return json.loads(f.readline())
+print(json.dumps(ask({"v": 1, "op": "exec_end", "exit": {"exited": 0}})))
+r = ask({"v": 1, "op": "exec_start", "command": "raw",
+         "credentials": [{"name": "echo", "variable": "ECHO"}]})
+value = base64.b64decode(r["data"]["variables"][0].pop("value"))
+r["data"]["value_sha256"] = hashlib.sha256(value).hexdigest()
+print(json.dumps(r))
+print(json.dumps(ask({"v": 1, "op": "actions"})))
+print(json.dumps(ask({"v": 1, "op": "exec_end", "exit": {"exited": 7}, "redactions": 2})))
+"#;
+
+#[test]
+fn the_exec_session_protocol_orders_its_operations() {
+    use sha2::{Digest, Sha256};
+    let env = Env::new(EXEC_POLICY);
+    let _d = Daemon::start(&env);
+    let out = Command::new(super::mcp::venv_python())
+        .args(["-c", RAW_CLIENT])
+        .current_dir(&env.acme)
+        .env("SOCK", env.home.join("run/outloop.sock"))
+        .output()
+        .unwrap();
+    env.seen.lock().unwrap().extend_from_slice(&out.stdout);
+    env.seen.lock().unwrap().extend_from_slice(&out.stderr);
+    env.assert_no_leak();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // `exec_end` needs a session.
+    assert_eq!(lines[0]["type"], "error");
+    assert_eq!(lines[0]["data"]["kind"], "usage");
+    // The session hands out the value for the peer's workspace (acme's, checked by digest).
+    assert_eq!(lines[1]["type"], "exec_started");
+    let data = &lines[1]["data"];
+    assert_eq!(data["tenant"], "acme");
+    assert_eq!(data["variables"][0]["variable"], "ECHO");
+    assert_eq!(data["variables"][0]["credential"], "echo");
+    assert_eq!(
+        data["value_sha256"],
+        hex::encode(Sha256::digest(crate::support::ACME_ECHO.as_bytes()))
+    );
+    // While it is open, nothing but `exec_end` is answered.
+    assert_eq!(lines[2]["type"], "error");
+    assert!(
+        lines[2]["data"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("send `exec_end` first"),
+        "{}",
+        lines[2]
+    );
+    assert_eq!(lines[3]["type"], "exec_ended");
+    assert_eq!(lines[3]["data"]["request_id"], data["request_id"]);
+    let (start, end) = last_two(&env);
+    assert_eq!(start["request_id"], data["request_id"]);
+    assert_eq!(end["reason"], "command `raw` exited with code 7");
+    assert_eq!(end["redactions"], 2);
+}
