@@ -164,7 +164,7 @@ impl ExecRemote {
                         on_held(&a);
                         None
                     }
-                    Body::Error(e) => Some(Err(e.into())),
+                    Body::Error(e) => Some(Err(super::client::older_daemon(e.into()))),
                     _ => Some(Err(Error::internal(format!(
                         "the outloop daemon answered `{}` where `{want}` was expected",
                         head.kind

@@ -9,7 +9,8 @@
 //! requests in flight finish on the old one; a bad config is logged (one line) and the old
 //! broker kept. SIGTERM or SIGINT stops accepting, removes the socket, lets every request in
 //! flight finish and its audit record reach the disk, then exits 0; a second signal during
-//! the drain exits 1 at once.
+//! the drain exits 1 at once. An `outloop exec` session whose command still runs is not
+//! waited for: its closing record says `daemon_stopped` (see `daemon::exec`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
