@@ -390,8 +390,23 @@ fn call_result(o: CallOutput) -> CallResult {
     }
 }
 
+/// A call or alias request on its way, from either side.
+type CallFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<CallResult>> + Send>>;
+
+/// Sends `op` (`call` or `request`) to the daemon; holds go to `on_held`.
+fn through(mut c: Client, op: Op, on_held: impl FnMut(&Approval) + Send + 'static) -> CallFuture {
+    Box::pin(async move {
+        match c.request(op, on_held).await? {
+            Body::Call(r) => Ok(call_result(r)),
+            _ => Err(unexpected("call or request")),
+        }
+    })
+}
+
 fn unexpected(op: &str) -> Error {
-    Error::internal(format!("the outloop daemon answered `{op}` unexpectedly"))
+    Error::internal(format!(
+        "the outloop daemon's answer to `{op}` is of another type"
+    ))
 }
 
 impl State {
@@ -549,32 +564,25 @@ impl State {
             Ok(v) => v,
             Err(e) => return render(Err(e), &action),
         };
-        let fut: std::pin::Pin<Box<dyn std::future::Future<Output = Result<CallResult>> + Send>> =
-            match via {
-                Via::Daemon(mut c) => {
-                    let op = Op::Call {
-                        action: action.clone(),
-                        params: params.into_iter().collect(),
-                        tenant: None,
-                    };
-                    let on_held = self.on_held();
-                    Box::pin(async move {
-                        match c.request(op, on_held).await? {
-                            Body::Call(r) => Ok(call_result(r)),
-                            _ => Err(unexpected("call")),
-                        }
-                    })
-                }
-                Via::Local(broker) => {
-                    let request = CallRequest {
-                        workspace: self.dir.clone(),
-                        tenant: None,
-                        action: action.clone(),
-                        params,
-                    };
-                    Box::pin(async move { broker.call(request).await })
-                }
-            };
+        let fut: CallFuture = match via {
+            Via::Daemon(c) => {
+                let op = Op::Call {
+                    action: action.clone(),
+                    params: params.into_iter().collect(),
+                    tenant: None,
+                };
+                through(c, op, self.on_held())
+            }
+            Via::Local(broker) => {
+                let request = CallRequest {
+                    workspace: self.dir.clone(),
+                    tenant: None,
+                    action: action.clone(),
+                    params,
+                };
+                Box::pin(async move { broker.call(request).await })
+            }
+        };
         self.run(key, &action, held, fut).await
     }
 
@@ -610,39 +618,31 @@ impl State {
             Ok(v) => v,
             Err(e) => return render(Err(e), &label),
         };
-        let fut: std::pin::Pin<Box<dyn std::future::Future<Output = Result<CallResult>> + Send>> =
-            match via {
-                Via::Daemon(mut c) => {
-                    let op = Op::Request {
-                        alias: request.alias,
-                        method: request.method,
-                        path: request.path,
-                        query: request.query,
-                        headers: request.headers,
-                        // The tool's body is text or JSON: always UTF-8.
-                        body: String::from_utf8_lossy(&request.body).into_owned(),
-                        tenant: None,
-                    };
-                    let on_held = self.on_held();
-                    Box::pin(async move {
-                        match c.request(op, on_held).await? {
-                            Body::Call(r) => Ok(call_result(r)),
-                            _ => Err(unexpected("request")),
-                        }
-                    })
-                }
-                Via::Local(broker) => Box::pin(async move {
-                    let alias = request.alias.clone();
-                    let tenant =
-                        outloop_core::workspace::resolve(broker.config(), &request.workspace)?
-                            .tenant;
-                    broker
-                        .request(request)
-                        .await?
-                        .collect(&alias, &tenant)
-                        .await
-                }),
-            };
+        let fut: CallFuture = match via {
+            Via::Daemon(c) => {
+                let op = Op::Request {
+                    alias: request.alias,
+                    method: request.method,
+                    path: request.path,
+                    query: request.query,
+                    headers: request.headers,
+                    // The tool's body is text or JSON: always UTF-8.
+                    body: String::from_utf8_lossy(&request.body).into_owned(),
+                    tenant: None,
+                };
+                through(c, op, self.on_held())
+            }
+            Via::Local(broker) => Box::pin(async move {
+                let alias = request.alias.clone();
+                let tenant =
+                    outloop_core::workspace::resolve(broker.config(), &request.workspace)?.tenant;
+                broker
+                    .request(request)
+                    .await?
+                    .collect(&alias, &tenant)
+                    .await
+            }),
+        };
         self.run(key, &label, held, fut).await
     }
 

@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use outloop_core::approval::Approval;
-use outloop_core::broker::{Broker, CallRequest};
+use outloop_core::broker::{AliasRequest, Broker, CallRequest};
 use outloop_core::config::{HostConfig, Paths};
 use outloop_core::{Error, ErrorKind, Result};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -34,7 +34,6 @@ use super::protocol::{
     ReloadOutput, Request, Response, StatusOutput, VERSION, WireError,
 };
 use super::{LOCK_NAME, SOCKET_NAME, check_peer_uid, ensure_private_dir, own_uid, run_dir};
-use outloop_core::broker::AliasRequest;
 
 tokio::task_local! {
     /// Where the broker's on-hold callback sends a held approval: the connection whose
@@ -523,6 +522,29 @@ async fn answer(state: &State, reader: &mut BufReader<UnixStream>, req: Request)
     body
 }
 
+/// Runs `fut` (a broker request) with each approval hold written to the client as a `held`
+/// line. `None` when the client went away: the request still runs to its end (approved,
+/// rejected or expired) and is audited, but nobody is told.
+async fn forward_holds<T>(
+    reader: &mut BufReader<UnixStream>,
+    fut: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let call = HELD.scope(tx, fut);
+    tokio::pin!(call);
+    loop {
+        tokio::select! {
+            r = &mut call => return Some(r),
+            Some(a) = rx.recv() => {
+                if write_frame(reader.get_mut(), Body::Held(a)).await.is_err() {
+                    let _ = (&mut call).await;
+                    return None;
+                }
+            }
+        }
+    }
+}
+
 async fn answer_broker(state: &State, reader: &mut BufReader<UnixStream>, op: Op) -> Option<Body> {
     let broker = state.current().await;
     // The peer's working directory, from the OS: a client cannot claim another workspace.
@@ -543,22 +565,9 @@ async fn answer_broker(state: &State, reader: &mut BufReader<UnixStream>, op: Op
                 action,
                 params: params.into_iter().collect(),
             };
-            let (tx, mut rx) = mpsc::unbounded_channel();
-            let call = HELD.scope(tx, broker.call(req));
-            tokio::pin!(call);
-            loop {
-                tokio::select! {
-                    r = &mut call => break r.map(|r| Body::Call(CallOutput::from(r))),
-                    Some(a) = rx.recv() => {
-                        if write_frame(reader.get_mut(), Body::Held(a)).await.is_err() {
-                            // The client is gone; the held request still ends (approved,
-                            // rejected or expired) and is audited.
-                            let _ = (&mut call).await;
-                            return None;
-                        }
-                    }
-                }
-            }
+            forward_holds(reader, broker.call(req))
+                .await?
+                .map(|r| Body::Call(CallOutput::from(r)))
         }
         Op::Request {
             alias,
@@ -590,20 +599,9 @@ async fn answer_broker(state: &State, reader: &mut BufReader<UnixStream>, op: Op
                 let alias = req.alias.clone();
                 broker.request(req).await?.collect(&alias, &tenant).await
             };
-            let (tx, mut rx) = mpsc::unbounded_channel();
-            let call = HELD.scope(tx, fut);
-            tokio::pin!(call);
-            loop {
-                tokio::select! {
-                    r = &mut call => break r.map(|r| Body::Call(CallOutput::from(r))),
-                    Some(a) = rx.recv() => {
-                        if write_frame(reader.get_mut(), Body::Held(a)).await.is_err() {
-                            let _ = (&mut call).await;
-                            return None;
-                        }
-                    }
-                }
-            }
+            forward_holds(reader, fut)
+                .await?
+                .map(|r| Body::Call(CallOutput::from(r)))
         }
         Op::Actions => peer_dir()
             .and_then(|dir| broker.actions_for(&dir))
