@@ -30,8 +30,8 @@ use super::protocol::{
 /// The longest answer line an exec session reads, in bytes (the values, base64).
 const MAX_EXEC_LINE: usize = 1024 * 1024;
 
-/// One exec session's connection to the daemon.
-#[derive(Debug)]
+/// One exec session's connection to the daemon. Its `Debug` shows how many bytes are
+/// buffered, never the buffer (it holds the values as they arrived).
 pub struct ExecRemote {
     stream: UnixStream,
     /// Everything read from the daemon; zeroized when the session drops.
@@ -40,7 +40,18 @@ pub struct ExecRemote {
     filled: usize,
 }
 
-/// The values and redactor an allowed exec request gets.
+impl std::fmt::Debug for ExecRemote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecRemote")
+            .field("stream", &self.stream)
+            .field("buffered", &self.filled)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The values and redactor an allowed exec request gets. `Debug` is safe: the values and
+/// the redactor print redacted.
+#[derive(Debug)]
 pub struct Granted {
     /// (variable, value) pairs for the command's environment, in request order.
     pub variables: Vec<(String, SecretValue)>,
@@ -78,11 +89,16 @@ impl ExecRemote {
             return None;
         }
         let stream = UnixStream::connect(super::socket_path(paths)).await.ok()?;
-        Some(ExecRemote {
+        Some(Self::over(stream))
+    }
+
+    /// A session over a connected stream.
+    fn over(stream: UnixStream) -> ExecRemote {
+        ExecRemote {
             stream,
             buf: Zeroizing::new(vec![0u8; MAX_EXEC_LINE]),
             filled: 0,
-        })
+        }
     }
 
     async fn send(&mut self, op: Op) -> Result<()> {
@@ -258,5 +274,121 @@ impl ExecRemote {
         };
         self.send(Op::ExecEnd { exit, redactions }).await?;
         self.answer("exec_ended", |_| {}, |_| Ok(())).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    use super::*;
+    use crate::daemon::protocol::{ExecEnded, ExecVariable, WireSecret};
+
+    const FAKE: &str = "FAKE-exec-client-value-4d1c";
+
+    /// Reads one request line from the fake daemon's end.
+    async fn request_line(r: &mut BufReader<tokio::net::unix::OwnedReadHalf>) -> Request {
+        let mut line = String::new();
+        r.read_line(&mut line).await.unwrap();
+        serde_json::from_str(&line).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_session_receives_values_builds_its_redactor_and_reports_the_end() {
+        let (client, daemon) = UnixStream::pair().unwrap();
+        let (dr, mut dw) = daemon.into_split();
+        let mut dr = BufReader::new(dr);
+        // The fake daemon: a hold, then the values (in one write, split mid-line by the
+        // reader's own reads as they come), then the end.
+        let fake = tokio::spawn(async move {
+            let req = request_line(&mut dr).await;
+            assert!(matches!(req.op, Op::ExecStart { ref command, .. } if command == "sh"));
+            let held = r#"{"v":1,"type":"held","data":{"id":"a1","action":"exec:echo","tenant":"acme","workspace":"/w","method":"EXEC","params":{},"rule":"r","created":0,"expires":60,"state":"pending"}}"#;
+            let started = Response::new(Body::ExecStarted(ExecStarted {
+                request_id: "r1".into(),
+                tenant: "acme".into(),
+                floor: 8,
+                variables: vec![ExecVariable {
+                    variable: "ECHO".into(),
+                    credential: "echo".into(),
+                    value: WireSecret(SecretValue::from_string(FAKE.into())),
+                }],
+            }));
+            let mut out = format!("{held}\n").into_bytes();
+            out.extend(serde_json::to_vec(&started).unwrap());
+            out.push(b'\n');
+            dw.write_all(&out).await.unwrap();
+            let req = request_line(&mut dr).await;
+            assert_eq!(
+                req.op,
+                Op::ExecEnd {
+                    exit: ExecEndExit::Exited(3),
+                    redactions: 1
+                }
+            );
+            let ended = Response::new(Body::ExecEnded(ExecEnded {
+                request_id: "r1".into(),
+            }));
+            let mut line = serde_json::to_vec(&ended).unwrap();
+            line.push(b'\n');
+            dw.write_all(&line).await.unwrap();
+        });
+        let mut remote = ExecRemote::over(client);
+        let holds = std::sync::Mutex::new(Vec::new());
+        let creds = [ExecCredential {
+            name: "echo".into(),
+            variable: "ECHO".into(),
+        }];
+        let granted = remote
+            .start(&creds, "sh", None, |a| {
+                holds.lock().unwrap().push(a.id.clone())
+            })
+            .await
+            .unwrap();
+        assert_eq!(*holds.lock().unwrap(), ["a1"]);
+        assert_eq!(granted.variables.len(), 1);
+        assert_eq!(granted.variables[0].0, "ECHO");
+        assert_eq!(granted.variables[0].1.expose_secret(), FAKE.as_bytes());
+        use outloop_core::redact::Redactor as _;
+        let out = granted.redactor.redact(format!("x {FAKE} y").as_bytes());
+        assert_eq!(out.output, b"x [REDACTED:echo] y");
+        // Neither the session (whose buffer held the line) nor the grant prints a value.
+        let debug = format!("{remote:?} {granted:?}");
+        assert!(!debug.contains(FAKE), "{debug}");
+        assert!(!debug.contains("RkFLRS"), "{debug}"); // base64 of "FAKE"
+        // Nor as bytes printed as numbers: "82, 107, 70, …" ("RkF…").
+        let numbers = format!("{:?}", &b"RkFLRS"[..]);
+        assert!(
+            !debug.contains(numbers.trim_matches(['[', ']'])),
+            "the buffer is printed"
+        );
+        drop(granted);
+        remote.finish(&ExecExit::Exited(3), 1).await.unwrap();
+        fake.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_daemon_error_keeps_its_kind_and_a_broken_connection_is_unavailable() {
+        let (client, daemon) = UnixStream::pair().unwrap();
+        let (dr, mut dw) = daemon.into_split();
+        let mut dr = BufReader::new(dr);
+        let fake = tokio::spawn(async move {
+            request_line(&mut dr).await;
+            dw.write_all(b"{\"v\":1,\"type\":\"error\",\"data\":{\"kind\":\"policy_denied\",\"message\":\"denied: no\"}}\n")
+                .await
+                .unwrap();
+            // Then the daemon goes away.
+        });
+        let mut remote = ExecRemote::over(client);
+        let creds = [ExecCredential {
+            name: "echo".into(),
+            variable: "ECHO".into(),
+        }];
+        let e = remote.start(&creds, "sh", None, |_| {}).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::PolicyDenied);
+        assert_eq!(e.message(), "denied: no");
+        fake.await.unwrap();
+        let e = remote.finish(&ExecExit::Exited(0), 0).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{}", e.message());
     }
 }
