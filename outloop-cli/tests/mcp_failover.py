@@ -6,7 +6,10 @@ which starts `outloop serve`, then this script, and passes:
 
   OUTLOOP_BIN      the outloop binary (the server is `outloop mcp` in MCP_WORKSPACE)
   OUTLOOP_HOME     the scratch home
-  MCP_WORKSPACE    the bound workspace
+  MCP_WORKSPACE    the bound workspace (given as `--workspace`)
+  MCP_OUTSIDE      an unbound directory the server is started in, so the daemon, which
+                   takes the workspace from the peer's working directory, sees the
+                   workspace only because `--workspace` changed into it
 
 Protocol with the Rust side, one line each on stdout/stdin: this script prints `READY` after
 the first calls; the Rust side stops the daemon and writes `go`; this script calls again and
@@ -44,17 +47,19 @@ def result_of(r):
 async def main():
     params = StdioServerParameters(
         command=os.environ["OUTLOOP_BIN"],
-        args=["mcp"],
+        args=["mcp", "--workspace", os.environ["MCP_WORKSPACE"]],
         env={"OUTLOOP_HOME": os.environ["OUTLOOP_HOME"]},
-        cwd=os.environ["MCP_WORKSPACE"],
+        cwd=os.environ["MCP_OUTSIDE"],
     )
     with anyio.fail_after(GUARD_SECS * 2):
         async with stdio_client(params) as (read, write):
             async with ClientSession(read, write) as session:
                 await session.initialize()
                 before_tools = [t.name for t in (await session.list_tools()).tools]
+                check("echo__bearer" in before_tools, "the workspace's tools through the daemon")
                 before = result_of(await session.call_tool("echo__bearer", {}))
                 check("[REDACTED:echo]" in before["body"], "redacted through the daemon")
+                check(before["tenant"] == "acme", "the workspace's tenant through the daemon")
                 print("READY", flush=True)
                 line = await anyio.to_thread.run_sync(sys.stdin.readline)
                 check(line.strip() == "go", "the daemon was stopped")

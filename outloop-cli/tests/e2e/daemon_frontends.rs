@@ -418,6 +418,8 @@ fn an_mcp_session_gives_the_same_tools_and_results_through_the_daemon() {
     env.assert_no_leak();
 }
 
+/// Also: the server is started outside the workspace with `--workspace`, which it changes
+/// into, so the daemon sees the workspace from the peer's working directory.
 #[test]
 fn an_mcp_session_goes_on_in_process_when_the_daemon_stops() {
     let env = Env::new(&super::mcp::config());
@@ -427,6 +429,7 @@ fn an_mcp_session_goes_on_in_process_when_the_daemon_stops() {
         .env("OUTLOOP_BIN", env!("CARGO_BIN_EXE_outloop"))
         .env("OUTLOOP_HOME", &env.home)
         .env("MCP_WORKSPACE", &env.acme)
+        .env("MCP_OUTSIDE", &env.unbound)
         .env_remove("OUTLOOP_NO_DAEMON")
         .env_remove("HTTP_PROXY")
         .env_remove("http_proxy")
