@@ -1,7 +1,9 @@
 //! `outloop exec`: runs a command with credentials as environment variables and redacts its
 //! output while it streams.
 //!
-//! The broker decides and hands out the values (`Broker::exec_start`); this module builds
+//! The broker decides and hands out the values (`Broker::exec_start`): the daemon's when one
+//! answers (see [`crate::daemon::exec_client`]: it also writes both audit records), else an
+//! in-process one. This module builds
 //! the child's environment from scratch (the minimal base of [`outloop_core::exec`], the
 //! `--env` names, one variable per credential), starts the command directly from its argv
 //! (never through a shell), and copies its stdout and stderr through one streaming redactor
@@ -90,13 +92,46 @@ pub async fn run(paths: &Paths, args: ExecArgs) -> Result<u8> {
         )
     })?;
 
+    let command = program.to_string_lossy().into_owned();
+
+    // Through the daemon when one runs: it decides, hands out the values and audits; this
+    // process runs the command and redacts its output.
+    if let Some(mut remote) = crate::daemon::exec_client::ExecRemote::connect(paths).await {
+        let granted = remote
+            .start(
+                &credentials,
+                &command,
+                args.tenant,
+                crate::daemon::client::print_held,
+            )
+            .await?;
+        let child = Child {
+            program,
+            args: rest,
+            base: &base,
+            variables: &granted.variables,
+        };
+        let (exit, redactions) = run_child(&child, &granted.redactor, args.pty).await;
+        drop(granted);
+        match remote.finish(&exit, redactions).await {
+            Ok(()) => {}
+            // The daemon recorded the end itself (`client_gone` or `daemon_stopped`).
+            Err(e) if e.kind() == ErrorKind::Unavailable => errln!(
+                "outloop: warning: {}; the daemon's audit record of this command's end may say `daemon_stopped`",
+                e.message()
+            ),
+            Err(e) => return Err(e),
+        }
+        return Ok(report(&exit, program));
+    }
+
     let broker = crate::commands::broker(paths)?;
     let mut session = broker
         .exec_start(ExecRequest {
             workspace,
             tenant: args.tenant,
             credentials,
-            command: program.to_string_lossy().into_owned(),
+            command,
         })
         .await?;
     let variables = session.take_variables();
@@ -107,22 +142,32 @@ pub async fn run(paths: &Paths, args: ExecArgs) -> Result<u8> {
         base: &base,
         variables: &variables,
     };
-    let (exit, redactions) = if args.pty {
-        run_pty(&child, &redactor).await
-    } else {
-        run_pipes(&child, &redactor).await
-    };
+    let (exit, redactions) = run_child(&child, &redactor, args.pty).await;
     drop(variables);
     broker
         .exec_finish(session, exit.clone(), redactions)
         .await?;
-    if let ExecExit::NotStarted(_, message) = &exit {
+    Ok(report(&exit, program))
+}
+
+/// Runs the command on a pty or with pipes; returns how it ended and the redactions made.
+async fn run_child(child: &Child<'_>, redactor: &SecretRedactor, pty: bool) -> (ExecExit, usize) {
+    if pty {
+        run_pty(child, redactor).await
+    } else {
+        run_pipes(child, redactor).await
+    }
+}
+
+/// Says why a command could not be started; returns the exit code.
+fn report(exit: &ExecExit, program: &OsStr) -> u8 {
+    if let ExecExit::NotStarted(_, message) = exit {
         errln!(
             "outloop: cannot run `{}`: {message}",
             program.to_string_lossy()
         );
     }
-    Ok(u8::try_from(exit.code()).unwrap_or(1))
+    u8::try_from(exit.code()).unwrap_or(1)
 }
 
 /// What to start: argv and the environment (base entries, then the credentials).

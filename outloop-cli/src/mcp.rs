@@ -11,8 +11,13 @@
 //! held for a human's approval). Its description is the action's description and its input
 //! schema is the JSON Schema of the action's parameters (types, `enum`, `pattern`,
 //! `minimum`/`maximum`, `maxLength`, `default`, `required`, no additional properties).
-//! A call runs the whole request flow in the in-process [`Broker`]: policy, credential,
-//! upstream call, redaction, audit. The result is one text block holding the object
+//! A call runs the whole request flow in a [`Broker`]: policy, credential, upstream call,
+//! redaction, audit. Each request (a tool list, a policy check, a call) goes to the per-user
+//! daemon when one answers on its socket (a new connection per request, so a daemon started
+//! or stopped during a session is picked up by the next request), else to this process's
+//! own broker, built on first use; the tools and results are the same either way. The daemon
+//! takes the workspace from this process's working directory, so `--workspace DIR` changes
+//! into `DIR` first. The result is one text block holding the object
 //! `outloop call --json` prints (`action`, `tenant`, `status`, `headers`, `body`,
 //! `redactions`), already redacted.
 //!
@@ -43,8 +48,11 @@
 //! # Config reloads
 //!
 //! The server polls the host config file and the files its `include` globs match every
-//! [`POLL_INTERVAL`] (modification time, size and inode). On a change it loads the config and
-//! builds a new broker; when the tool list differs it sends `notifications/tools/list_changed`
+//! [`POLL_INTERVAL`] (modification time, size and inode). On a change it loads the config
+//! (and rebuilds its own broker, if it has one), then asks for the tools again, from the
+//! daemon when one answers (the daemon re-stats the same files before each request and
+//! reloads first); when the tool list differs from the last one seen it sends
+//! `notifications/tools/list_changed`
 //! (in the session for clients that connected with `initialize`, and on every
 //! `subscriptions/listen` stream that asked for tool changes, for protocol 2026-07-28).
 //! A config that does not load keeps the previous broker and logs one line on stderr. Polling
@@ -62,6 +70,9 @@ use std::time::Duration;
 use outloop_core::action::RawParams;
 use outloop_core::approval::Approval;
 use outloop_core::broker::{ActionInfo, AliasRequest, Broker, CallRequest, CallResult};
+
+use crate::daemon::client::Client;
+use crate::daemon::protocol::{ActionEntry, ActionsOutput, Body, CallOutput, Op};
 use outloop_core::config::{HostConfig, Paths};
 use outloop_core::{Error, ErrorKind, Result};
 use rmcp::model::SubscriptionFilter;
@@ -321,17 +332,20 @@ fn build_broker(paths: &Paths, slot: &HoldSlot) -> Result<Broker> {
     let slot = Arc::clone(slot);
     Broker::builder(cfg)
         .backends(backends)
-        .on_hold(Arc::new(move |a: &Approval| {
-            errln!(
-                "outloop mcp: held for a human's approval as {}; run `outloop approve {}` (or reject) from outside the workspace",
-                a.id,
-                a.id
-            );
-            if let Some(tx) = lock(&slot).take() {
-                let _ = tx.send(a.clone());
-            }
-        }))
+        .on_hold(Arc::new(move |a: &Approval| report_hold(&slot, a)))
         .build()
+}
+
+/// Logs a hold and hands the approval to the call waiting for it in `slot`.
+fn report_hold(slot: &HoldSlot, a: &Approval) {
+    errln!(
+        "outloop mcp: held for a human's approval as {}; run `outloop approve {}` (or reject) from outside the workspace",
+        a.id,
+        a.id
+    );
+    if let Some(tx) = lock(slot).take() {
+        let _ = tx.send(a.clone());
+    }
 }
 
 /// A request held for approval whose call keeps waiting in the background.
@@ -340,65 +354,194 @@ struct Pending {
     task: tokio::task::JoinHandle<Result<CallResult>>,
 }
 
+/// Who runs a request: the daemon (a fresh connection per request), or the in-process
+/// broker when no daemon answers.
+enum Via {
+    Daemon(Client),
+    Local(Arc<Broker>),
+}
+
 /// The server's state, shared by the handler and the config watcher.
 struct State {
     paths: Paths,
     dir: PathBuf,
-    broker: RwLock<Arc<Broker>>,
+    /// The in-process broker: built when a request finds no daemon, rebuilt when the config
+    /// changes, and kept while the daemon answers (it is not used then).
+    local: RwLock<Option<Arc<Broker>>>,
     slot: HoldSlot,
     hold_gate: tokio::sync::Mutex<()>,
     pending: Mutex<HashMap<String, Pending>>,
     /// Fires when the tool list changed, for `subscriptions/listen` streams.
     changed: tokio::sync::broadcast::Sender<()>,
+    /// The tools as the config watcher last saw them.
+    seen: Mutex<Vec<Tool>>,
+}
+
+/// The core result for a daemon's answer (the same fields in the same order).
+fn call_result(o: CallOutput) -> CallResult {
+    CallResult {
+        action: o.action,
+        tenant: o.tenant,
+        status: o.status,
+        status_text: o.status_text,
+        headers: o.headers,
+        body: o.body,
+        redactions: o.redactions,
+    }
+}
+
+/// A call or alias request on its way, from either side.
+type CallFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<CallResult>> + Send>>;
+
+/// Sends `op` (`call` or `request`) to the daemon; holds go to `on_held`.
+fn through(mut c: Client, op: Op, on_held: impl FnMut(&Approval) + Send + 'static) -> CallFuture {
+    Box::pin(async move {
+        match c.request(op, on_held).await? {
+            Body::Call(r) => Ok(call_result(r)),
+            _ => Err(unexpected("call or request")),
+        }
+    })
+}
+
+fn unexpected(op: &str) -> Error {
+    Error::internal(format!(
+        "the outloop daemon's answer to `{op}` is of another type"
+    ))
 }
 
 impl State {
-    fn broker(&self) -> Arc<Broker> {
-        Arc::clone(&self.broker.read().unwrap_or_else(|p| p.into_inner()))
+    /// The in-process broker, built on first use.
+    fn local(&self) -> Result<Arc<Broker>> {
+        if let Some(b) = self
+            .local
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            return Ok(Arc::clone(b));
+        }
+        let b = Arc::new(build_broker(&self.paths, &self.slot)?);
+        *self.local.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&b));
+        Ok(b)
+    }
+
+    /// The daemon when one answers now, else the in-process broker.
+    async fn via(&self) -> Result<Via> {
+        match Client::connect(&self.paths).await {
+            Some(c) => Ok(Via::Daemon(c)),
+            None => self.local().map(Via::Local),
+        }
+    }
+
+    /// The workspace's actions and aliases, from whichever side runs requests now.
+    async fn actions(&self) -> Result<ActionsOutput> {
+        match self.via().await? {
+            Via::Daemon(mut c) => match c.request(Op::Actions, |_| {}).await? {
+                Body::Actions(a) => Ok(a),
+                _ => Err(unexpected("actions")),
+            },
+            Via::Local(b) => {
+                let (ws, list) = b.actions_for(&self.dir)?;
+                Ok(ActionsOutput {
+                    workspace: ws.root,
+                    tenant: ws.tenant,
+                    actions: ActionEntry::all_from(list, b.config()),
+                })
+            }
+        }
     }
 
     /// The tools for the workspace's actions and aliases from `list`.
-    fn tools_of(broker: &Broker, list: &[ActionInfo]) -> (Vec<Tool>, Vec<String>) {
-        tools_from(list, |alias| {
-            broker
-                .config()
-                .aliases
-                .get(alias)
-                .map(|a| a.allow.clone())
+    fn tools_of(list: &[ActionEntry]) -> (Vec<Tool>, Vec<String>) {
+        let infos: Vec<ActionInfo> = list
+            .iter()
+            .map(|e| ActionInfo {
+                name: e.name.clone(),
+                kind: e.kind.clone(),
+                description: e.description.clone(),
+                decision: e.decision.clone(),
+                params: e.params.clone(),
+            })
+            .collect();
+        tools_from(&infos, |alias| {
+            list.iter()
+                .find(|e| e.name.strip_prefix("alias:") == Some(alias))
+                .map(|e| e.allow.clone())
                 .unwrap_or_default()
         })
     }
 
     /// The tools for the workspace now, and the lines about actions left out. An unbound
     /// workspace has no tools.
-    fn tools(&self) -> Result<(Vec<Tool>, Vec<String>)> {
-        let broker = self.broker();
-        match broker.actions_for(&self.dir) {
-            Ok((_, list)) => Ok(Self::tools_of(&broker, &list)),
+    async fn tools(&self) -> Result<(Vec<Tool>, Vec<String>)> {
+        match self.actions().await {
+            Ok(a) => Ok(Self::tools_of(&a.actions)),
             Err(e) if e.kind() == ErrorKind::UnboundWorkspace => Ok((Vec::new(), Vec::new())),
             Err(e) => Err(e),
         }
     }
 
-    /// Logs where the server stands: the workspace, its tenant and the tool count.
-    fn log_tools(&self) {
-        let broker = self.broker();
-        match broker.actions_for(&self.dir) {
-            Ok((ws, list)) => {
-                let (tools, skipped) = Self::tools_of(&broker, &list);
+    /// Logs where the server stands (the workspace, its tenant and the tool count) and
+    /// remembers the tools for the config watcher.
+    async fn log_tools(&self) {
+        match self.actions().await {
+            Ok(a) => {
+                let (tools, skipped) = Self::tools_of(&a.actions);
                 for s in skipped {
                     errln!("outloop mcp: {s}");
                 }
                 errln!(
                     "outloop mcp: workspace {} (tenant `{}`): {} tool{}",
-                    ws.root.display(),
-                    ws.tenant,
+                    a.workspace.display(),
+                    a.tenant,
                     tools.len(),
                     if tools.len() == 1 { "" } else { "s" }
                 );
+                *lock(&self.seen) = tools;
             }
-            Err(e) => errln!("outloop mcp: no tools: {}", e.message()),
+            Err(e) => {
+                errln!("outloop mcp: no tools: {}", e.message());
+                lock(&self.seen).clear();
+            }
         }
+    }
+
+    /// Whether policy holds `target` for approval (with no backend call); false when it
+    /// cannot tell (the call itself then reports the error).
+    async fn held(
+        &self,
+        target: &str,
+        params: &RawParams,
+        alias_request: Option<(&str, &str)>,
+    ) -> bool {
+        let Ok(via) = self.via().await else {
+            return false;
+        };
+        match via {
+            Via::Daemon(mut c) => {
+                let (method, path) = alias_request
+                    .map(|(m, p)| (m.to_owned(), p.to_owned()))
+                    .unzip();
+                let op = Op::Explain {
+                    action: target.to_owned(),
+                    params: params.clone().into_iter().collect(),
+                    workspace: None,
+                    method,
+                    path,
+                };
+                matches!(c.request(op, |_| {}).await, Ok(Body::Explain(e)) if e.decision == "approve")
+            }
+            Via::Local(b) => b
+                .explain_request(&self.dir, target, params, alias_request)
+                .is_ok_and(|e| e.decision == "approve"),
+        }
+    }
+
+    /// The hold callback for a daemon request: logs as the in-process broker's does and
+    /// hands the approval to the waiting call.
+    fn on_held(&self) -> impl FnMut(&Approval) + Send + 'static {
+        let slot = Arc::clone(&self.slot);
+        move |a: &Approval| report_hold(&slot, a)
     }
 
     async fn call(&self, tool: &str, args: JsonObject) -> CallToolResult {
@@ -413,26 +556,34 @@ impl State {
         if let Some(result) = self.take_pending(&key, &action).await {
             return result;
         }
-        let broker = self.broker();
         let params: RawParams = args.into_iter().collect();
         // Only a request policy holds takes the approval path; every request, denied ones
         // included, goes through the broker so it is audited.
-        let held = broker
-            .explain(&self.dir, &action, &params)
-            .is_ok_and(|e| e.decision == "approve");
-        let request = CallRequest {
-            workspace: self.dir.clone(),
-            tenant: None,
-            action: action.clone(),
-            params,
+        let held = self.held(&action, &params, None).await;
+        let via = match self.via().await {
+            Ok(v) => v,
+            Err(e) => return render(Err(e), &action),
         };
-        self.run(
-            key,
-            &action,
-            held,
-            async move { broker.call(request).await },
-        )
-        .await
+        let fut: CallFuture = match via {
+            Via::Daemon(c) => {
+                let op = Op::Call {
+                    action: action.clone(),
+                    params: params.into_iter().collect(),
+                    tenant: None,
+                };
+                through(c, op, self.on_held())
+            }
+            Via::Local(broker) => {
+                let request = CallRequest {
+                    workspace: self.dir.clone(),
+                    tenant: None,
+                    action: action.clone(),
+                    params,
+                };
+                Box::pin(async move { broker.call(request).await })
+            }
+        };
+        self.run(key, &action, held, fut).await
     }
 
     /// The `request` tool: one request through an alias.
@@ -451,29 +602,46 @@ impl State {
                 return render(Err(Error::new(ErrorKind::InvalidParameter, msg)), &label);
             }
         };
-        let broker = self.broker();
-        let held = broker
-            .explain_request(
-                &self.dir,
+        let held = self
+            .held(
                 &label,
                 &RawParams::new(),
                 Some((&request.method, &request.path)),
             )
-            .is_ok_and(|e| e.decision == "approve");
+            .await;
         // For the hint: `outloop policy explain alias:<name> --method M --path P`.
         let label = format!(
             "alias:{} --method {} --path {}",
             request.alias, request.method, request.path
         );
-        let fut = async move {
-            let alias = request.alias.clone();
-            let tenant =
-                outloop_core::workspace::resolve(broker.config(), &request.workspace)?.tenant;
-            broker
-                .request(request)
-                .await?
-                .collect(&alias, &tenant)
-                .await
+        let via = match self.via().await {
+            Ok(v) => v,
+            Err(e) => return render(Err(e), &label),
+        };
+        let fut: CallFuture = match via {
+            Via::Daemon(c) => {
+                let op = Op::Request {
+                    alias: request.alias,
+                    method: request.method,
+                    path: request.path,
+                    query: request.query,
+                    headers: request.headers,
+                    // The tool's body is text or JSON: always UTF-8.
+                    body: String::from_utf8_lossy(&request.body).into_owned(),
+                    tenant: None,
+                };
+                through(c, op, self.on_held())
+            }
+            Via::Local(broker) => Box::pin(async move {
+                let alias = request.alias.clone();
+                let tenant =
+                    outloop_core::workspace::resolve(broker.config(), &request.workspace)?.tenant;
+                broker
+                    .request(request)
+                    .await?
+                    .collect(&alias, &tenant)
+                    .await
+            }),
         };
         self.run(key, &label, held, fut).await
     }
@@ -572,6 +740,7 @@ impl ServerHandler for Server {
         let (tools, _) = self
             .state
             .tools()
+            .await
             .map_err(|e| ErrorData::internal_error(e.message().to_owned(), None))?;
         Ok(ListToolsResult {
             tools,
@@ -619,10 +788,10 @@ impl ServerHandler for Server {
     }
 }
 
-/// Watches the config; on a change rebuilds the broker and tells the client when the tools
-/// changed.
-/// `last` is the fingerprint taken before the running broker was built, so a change made
-/// while it was being built is not missed.
+/// Watches the config; on a change checks that it loads, rebuilds the in-process broker if
+/// there is one, asks for the tools again (from the daemon when one answers, which reloads
+/// the changed config before it answers) and tells the client when they changed.
+/// `last` is the fingerprint taken before the start, so a change made since is not missed.
 async fn watch(
     state: Arc<State>,
     peer: Peer<RoleServer>,
@@ -637,22 +806,37 @@ async fn watch(
             continue;
         }
         last = now;
-        let broker = match build_broker(&state.paths, &state.slot) {
-            Ok(b) => b,
-            Err(e) => {
-                errln!(
-                    "outloop mcp: the changed config is not used, the previous one stays: {}",
-                    e.message()
-                );
-                continue;
-            }
+        let has_local = state
+            .local
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
+        // The same check whichever side runs requests: a config that does not load is not
+        // used (the daemon keeps its previous one too).
+        let loaded = if has_local {
+            build_broker(&state.paths, &state.slot).map(|b| {
+                *state.local.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(b));
+            })
+        } else {
+            HostConfig::load(&state.paths).map(drop)
         };
-        let before = state.tools().map(|(t, _)| t).unwrap_or_default();
-        *state.broker.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(broker);
-        let after = state.tools().map(|(t, _)| t).unwrap_or_default();
+        if let Err(e) = loaded {
+            errln!(
+                "outloop mcp: the changed config is not used, the previous one stays: {}",
+                e.message()
+            );
+            continue;
+        }
         errln!("outloop mcp: config reloaded");
-        if before != after {
-            state.log_tools();
+        let after = state.tools().await.map(|(t, _)| t).unwrap_or_default();
+        let changed = {
+            let mut seen = lock(&state.seen);
+            let changed = *seen != after;
+            *seen = after;
+            changed
+        };
+        if changed {
+            state.log_tools().await;
             // Sessions opened with `initialize` get the notification directly; 2026-07-28
             // sessions get it on their `subscriptions/listen` streams.
             let _ = state.changed.send(());
@@ -666,19 +850,33 @@ async fn watch(
 /// Runs the MCP server on stdio for `workspace` (default: the current directory) until the
 /// client closes stdin. Returns exit code 0 then.
 ///
+/// With `--workspace`, the process first changes its working directory there, so that a
+/// daemon, which takes the workspace from its socket peer's working directory, sees the same
+/// workspace the in-process broker is given.
+///
 /// # Errors
 ///
-/// [`ErrorKind::Usage`] when `--workspace` does not exist; [`ErrorKind::Config`] when the host
-/// config does not load at start (later bad configs are logged and skipped); backend kinds
-/// when a configured backend cannot be set up; [`ErrorKind::Io`] when the MCP handshake fails.
+/// [`ErrorKind::Usage`] when `--workspace` does not exist or cannot be entered;
+/// [`ErrorKind::Config`] when the host config does not load at start (later bad configs are
+/// logged and skipped); backend kinds when no daemon runs and a configured backend cannot be
+/// set up; [`ErrorKind::Io`] when the MCP handshake fails.
 pub async fn run(paths: Paths, workspace: Option<PathBuf>) -> Result<u8> {
     let dir = match workspace {
-        Some(d) => std::fs::canonicalize(&d).map_err(|e| {
-            Error::new(
-                ErrorKind::Usage,
-                format!("--workspace `{}`: {e}", d.display()),
-            )
-        })?,
+        Some(d) => {
+            let dir = std::fs::canonicalize(&d).map_err(|e| {
+                Error::new(
+                    ErrorKind::Usage,
+                    format!("--workspace `{}`: {e}", d.display()),
+                )
+            })?;
+            std::env::set_current_dir(&dir).map_err(|e| {
+                Error::new(
+                    ErrorKind::Usage,
+                    format!("--workspace `{}`: {e}", d.display()),
+                )
+            })?;
+            dir
+        }
         None => {
             let cwd = std::env::current_dir().map_err(|e| {
                 Error::new(
@@ -689,19 +887,24 @@ pub async fn run(paths: Paths, workspace: Option<PathBuf>) -> Result<u8> {
             std::fs::canonicalize(&cwd).unwrap_or(cwd)
         }
     };
-    let slot: HoldSlot = Arc::default();
     let seen = crate::config_watch::fingerprint(&paths);
-    let broker = build_broker(&paths, &slot)?;
+    // A config that does not load refuses the start, daemon or not.
+    HostConfig::load(&paths)?;
     let state = Arc::new(State {
         paths,
         dir,
-        broker: RwLock::new(Arc::new(broker)),
-        slot,
+        local: RwLock::new(None),
+        slot: Arc::default(),
         hold_gate: tokio::sync::Mutex::new(()),
         pending: Mutex::new(HashMap::new()),
         changed: tokio::sync::broadcast::channel(16).0,
+        seen: Mutex::new(Vec::new()),
     });
-    state.log_tools();
+    // Without a daemon, the backends are set up now, so a broken one refuses the start.
+    if Client::connect(&state.paths).await.is_none() {
+        state.local()?;
+    }
+    state.log_tools().await;
     let server = Server {
         state: Arc::clone(&state),
     };

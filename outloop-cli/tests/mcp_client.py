@@ -11,12 +11,17 @@ OUTLOOP_HOME with a bound workspace and httpbin actions, and passes:
   MCP_WORKSPACE    the bound workspace (the server starts there)
   MCP_OUTSIDE      a directory outside every workspace (where the human approves)
 
+  MCP_TRANSCRIPT   optional: a file to write the session's transcript to (JSON: the tool
+                   lists and the deterministic tool results, with approval ids, wait times
+                   and `date` headers masked), so two runs (daemon and in-process) compare
+
 Every tool result and the server's whole stderr are printed to stdout, so the Rust side can
 check that no synthetic secret appears in them. Exits non-zero on the first failed check.
 """
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -36,6 +41,31 @@ ENTRY = json.loads(os.environ["MCP_ENTRY"])
 # A guard against a hung server, not a synchronization delay: every wait below ends as soon
 # as its event arrives.
 GUARD_SECS = 60
+
+
+TRANSCRIPT = []
+
+
+def note(label, value):
+    """Adds a masked entry to the transcript: a tool result or a tool list."""
+    if hasattr(value, "content"):
+        body = "\n".join(c.text for c in value.content if getattr(c, "type", None) == "text")
+        body = re.sub(r" as [0-9A-Za-z-]+", " as <id>", body)
+        body = re.sub(r"outloop (approve|reject) [0-9A-Za-z-]+", r"outloop \1 <id>", body)
+        body = re.sub(r"within \d+ s", "within <n> s", body)
+        try:
+            obj = json.loads(body)
+            obj.get("headers", {}).pop("date", None)
+            body = obj
+        except (ValueError, AttributeError):
+            pass
+        value = {"is_error": bool(value.is_error), "body": body}
+    else:
+        value = [
+            {"name": t.name, "description": t.description, "input_schema": t.input_schema}
+            for t in value
+        ]
+    TRANSCRIPT.append({"label": label, "value": value})
 
 
 def check(cond, what):
@@ -79,6 +109,9 @@ async def main():
                     await run_checks(session, changes, errlog)
             # Protocol 2026-07-28: discover, then tools/list_changed on subscriptions/listen.
             await modern_checks(params)
+        if os.environ.get("MCP_TRANSCRIPT"):
+            with open(os.environ["MCP_TRANSCRIPT"], "w", encoding="utf-8") as f:
+                json.dump(TRANSCRIPT, f, indent=1, sort_keys=True)
     finally:
         errlog.seek(0)
         print("--- server stderr ---", flush=True)
@@ -103,7 +136,9 @@ async def run_checks(session, changes, errlog):
         "server announces tools.listChanged",
     )
 
-    tools = {t.name: t for t in (await session.list_tools()).tools}
+    listed = (await session.list_tools()).tools
+    note("tools at start", listed)
+    tools = {t.name: t for t in listed}
     print("tools:", sorted(tools), flush=True)
     check("echo__bearer" in tools, "allowed action echo.bearer is the tool echo__bearer")
     check("echo__headers" in tools, "approval action echo.headers is listed")
@@ -125,6 +160,7 @@ async def run_checks(session, changes, errlog):
     # An allowed call: httpbin /bearer echoes the token; the result is redacted.
     r = await session.call_tool("echo__bearer", {})
     body = text_of(r)
+    note("echo__bearer", r)
     check(not r.is_error, "allowed call is not an error")
     obj = json.loads(body)
     check(obj["action"] == "echo.bearer" and obj["tenant"] == "acme", "result names action and tenant")
@@ -135,17 +171,20 @@ async def run_checks(session, changes, errlog):
     # Typed arguments reach the action.
     r = await session.call_tool("echo__stream", {"n": 2})
     body = text_of(r)
+    note("echo__stream n=2", r)
     check(not r.is_error, "call with an integer argument runs")
     check(json.loads(body)["body"].count("\n") == 2, "n=2 gave two lines")
 
     # A bad argument is an error result naming the parameter.
     r = await session.call_tool("echo__stream", {"n": 1000})
     body = text_of(r)
+    note("echo__stream n=1000", r)
     check(r.is_error and body.startswith("invalid_parameter:"), "out-of-range argument is refused")
 
     # A denied action (not listed, called anyway) is an isError result saying why and what to do.
     r = await session.call_tool("echo__status", {"code": 200})
     body = text_of(r)
+    note("echo__status (denied)", r)
     check(r.is_error, "denied call is an error result")
     check(body.startswith("policy_denied:"), "the error names its kind")
     check("policy.tenants.acme.deny" in body, "the error names the rule")
@@ -154,6 +193,7 @@ async def run_checks(session, changes, errlog):
     # An approval hold returns at once with the id; the human approves from outside.
     r = await session.call_tool("echo__headers", {})
     body = text_of(r)
+    note("echo__headers (held)", r)
     check(r.is_error and body.startswith("approval_required: held"), "held call is an error result")
     approval_id = body.split(" as ", 1)[1].split(" ", 1)[0]
     check(f"outloop approve {approval_id}" in body, "the error says how to approve it")
@@ -168,6 +208,7 @@ async def run_checks(session, changes, errlog):
     check(approve.returncode == 0, "the human approved it")
     r = await session.call_tool("echo__headers", {})
     body = text_of(r)
+    note("echo__headers (approved)", r)
     check(not r.is_error, "the approved call returns its result")
     check("[REDACTED:key]" in json.loads(body)["body"], "the approved result is redacted")
 
@@ -178,6 +219,7 @@ async def run_checks(session, changes, errlog):
     check("GET /bearer" in req.description, "request's description shows the alias rules")
     r = await session.call_tool("request", {"alias": "bin", "method": "GET", "path": "/bearer"})
     body = text_of(r)
+    note("request GET /bearer", r)
     check(not r.is_error, "an alias request runs")
     obj = json.loads(body)
     check(obj["action"] == "alias:bin" and obj["status"] == 200, "alias result names alias:bin")
@@ -187,14 +229,17 @@ async def run_checks(session, changes, errlog):
         {"alias": "bin", "method": "POST", "path": "/anything/x", "query": "a=1", "body": {"n": 7}},
     )
     body = text_of(r)
+    note("request POST /anything/x", r)
     check(not r.is_error, "an alias POST with a JSON body runs")
     echoed = json.loads(json.loads(body)["body"])
     check(echoed["json"] == {"n": 7} and echoed["args"] == {"a": "1"}, "body and query reach the upstream")
     r = await session.call_tool("request", {"alias": "bin", "method": "DELETE", "path": "/anything/x"})
     body = text_of(r)
+    note("request DELETE (denied)", r)
     check(r.is_error and body.startswith("policy_denied:"), "a method the alias does not allow is denied")
     r = await session.call_tool("request", {"alias": "other", "method": "GET", "path": "/get"})
     body = text_of(r)
+    note("request other (denied)", r)
     check(r.is_error and body.startswith("policy_denied:"), "an alias the tenant may not use is denied")
     r = await session.call_tool("request", {"alias": "bin", "method": "GET"})
     body = text_of(r)
@@ -211,7 +256,9 @@ async def run_checks(session, changes, errlog):
     with anyio.fail_after(GUARD_SECS):
         await changes["next"].wait()
     check(changes["n"] == 1, "one tools/list_changed after the edit")
-    tools = {t.name for t in (await session.list_tools()).tools}
+    listed = (await session.list_tools()).tools
+    note("tools after the edit", listed)
+    tools = {t.name for t in listed}
     check("echo__uuid" in tools, "the new action is a tool after the reload")
     r = await session.call_tool("echo__uuid", {})
     text_of(r)
@@ -240,6 +287,7 @@ async def run_checks(session, changes, errlog):
 
     r = await session.call_tool("no_such__tool", {})
     text_of(r)
+    note("no_such__tool", r)
     check(r.is_error, "an unknown tool is an error result")
     print("mcp client: all checks passed", flush=True)
 

@@ -103,11 +103,29 @@ impl Client {
             }
             match resp.body {
                 Body::Held(a) => on_held(&a),
-                Body::Error(e) => return Err(e.into()),
+                Body::Error(e) => return Err(older_daemon(e.into())),
                 other => return Ok(other),
             }
         }
     }
+}
+
+/// A daemon built before an operation existed refuses it as an unknown variant; say so
+/// plainly instead of passing serde's message on.
+pub(crate) fn older_daemon(e: Error) -> Error {
+    if e.kind() == ErrorKind::Usage
+        && e.message()
+            .starts_with("not a protocol request: unknown variant")
+    {
+        return Error::new(
+            ErrorKind::Usage,
+            format!(
+                "the running outloop daemon is older than this outloop and does not know this request ({}); restart it (stop it with SIGTERM, then `outloop serve`)",
+                e.message()
+            ),
+        );
+    }
+    e
 }
 
 fn unexpected(op: &str, body: &Body) -> Error {
@@ -118,6 +136,8 @@ fn unexpected(op: &str, body: &Body) -> Error {
         Body::Explain(_) => "explain",
         Body::Status(_) => "status",
         Body::Reloaded(_) => "reloaded",
+        Body::ExecStarted(_) => "exec_started",
+        Body::ExecEnded(_) => "exec_ended",
         Body::Error(_) => "error",
     };
     Error::internal(format!("the outloop daemon answered `{name}` to `{op}`"))
@@ -133,7 +153,7 @@ fn cwd() -> Result<PathBuf> {
 }
 
 /// Prints the hold line `outloop call` prints in-process (see `commands::broker`).
-fn print_held(a: &Approval) {
+pub(crate) fn print_held(a: &Approval) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
@@ -197,7 +217,7 @@ pub async fn actions(paths: &Paths) -> Result<ActionsOutput> {
     Ok(ActionsOutput {
         workspace: ws.root,
         tenant: ws.tenant,
-        actions: list.into_iter().map(ActionEntry::from).collect(),
+        actions: ActionEntry::all_from(list, broker.config()),
     })
 }
 
@@ -316,5 +336,28 @@ pub async fn status(paths: &Paths, json: bool) -> Result<u8> {
             }
             Ok(NOT_RUNNING)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_operation_an_older_daemon_does_not_know_says_so() {
+        // What a daemon built before `exec_start` answers: its parse of an unknown op.
+        let refused = super::super::server::parse(br#"{"v":1,"op":"exec_start_v9"}"#)
+            .expect_err("an unknown op is refused");
+        let e = older_daemon(refused);
+        assert_eq!(e.kind(), ErrorKind::Usage);
+        assert!(
+            e.message()
+                .starts_with("the running outloop daemon is older than this outloop"),
+            "{}",
+            e.message()
+        );
+        // Other errors pass unchanged.
+        let other = Error::new(ErrorKind::Usage, "variable `X` is given twice");
+        assert_eq!(older_daemon(other).message(), "variable `X` is given twice");
     }
 }

@@ -4,11 +4,14 @@
 //! `$OUTLOOP_HOME/run/outloop.sock` when `OUTLOOP_HOME` is set, else
 //! `$XDG_RUNTIME_DIR/outloop/outloop.sock`, else `<state dir>/run/outloop.sock`. The directory
 //! is 0700 and the socket 0600, and the daemon refuses peers of another uid. Every CLI command
-//! that runs the broker (`call`, `actions`, `policy explain`) goes through the daemon when one
-//! answers, and runs the broker in-process otherwise (or when `OUTLOOP_NO_DAEMON=1`), with the
-//! same output and exit codes. See [`protocol`] for the wire format.
+//! that runs the broker (`call`, `actions`, `policy explain`, `mcp`, `exec`) goes through the
+//! daemon when one answers, and runs the broker in-process otherwise (or when
+//! `OUTLOOP_NO_DAEMON=1`), with the same output and exit codes. See [`protocol`] for the wire
+//! format, [`exec_client`] for `outloop exec`'s session, and `crate::mcp` for the MCP server.
 
 pub mod client;
+mod exec;
+pub mod exec_client;
 pub mod protocol;
 pub mod server;
 

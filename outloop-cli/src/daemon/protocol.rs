@@ -13,9 +13,28 @@
 //! ← {"v":1,"type":"error","data":{"kind":"unbound_workspace","message":"directory `/tmp` is not …"}}
 //! ```
 //!
-//! The workspace of `call` and `actions` is never sent: the daemon takes it from the socket
-//! peer (its pid from `SO_PEERCRED`, then `/proc/<pid>/cwd`). Only `explain` accepts an
-//! explicit `workspace`, as `outloop policy explain --workspace` does.
+//! The workspace of `call`, `request`, `actions` and `exec_start` is never sent: the daemon
+//! takes it from the socket peer (its pid from `SO_PEERCRED`, then `/proc/<pid>/cwd`). Only
+//! `explain` accepts an explicit `workspace`, as `outloop policy explain --workspace` does.
+//!
+//! `request` (an alias request, as the MCP `request` tool sends it) answers like `call`, with
+//! `action` = `alias:<name>`.
+//!
+//! `exec_start` (`outloop exec`) runs the request flow up to the credentials and answers
+//! `exec_started` with the values for the command's environment, base64 in JSON strings
+//! ([`WireSecret`]), over the 0600 socket to a peer of the same uid; the daemon has written
+//! the `started` audit record first. The connection then holds the exec session: the client
+//! sends `exec_end` with how the command ended and the redactions it made, and the daemon
+//! writes the closing record and answers `exec_ended`. When the connection closes first, the
+//! daemon records the end with `outcome = "client_gone"`; when the daemon stops first, with
+//! `outcome = "daemon_stopped"` (and closes the connection).
+//!
+//! ```text
+//! → {"v":1,"op":"exec_start","credentials":[{"name":"echo","variable":"ECHO"}],"command":"sh","tenant":null}
+//! ← {"v":1,"type":"exec_started","data":{"request_id":"…","tenant":"acme","floor":8,"variables":[{"variable":"ECHO","credential":"echo","value":"RkFLRS4uLg=="}]}}
+//! → {"v":1,"op":"exec_end","exit":{"exited":0},"redactions":1}
+//! ← {"v":1,"type":"exec_ended","data":{"request_id":"…"}}
+//! ```
 //!
 //! The result types mirror the broker's (`CallResult`, `ActionInfo`, `Explanation`) field for
 //! field and in the same order, so `outloop call --json` prints the same bytes whether the
@@ -95,6 +114,50 @@ pub enum Op {
         #[serde(default)]
         path: Option<String>,
     },
+    /// One HTTP request through an alias for the peer's workspace (the MCP `request` tool);
+    /// answered with `call` (`action` = `alias:<name>`). Mirrors
+    /// `outloop_core::broker::AliasRequest`.
+    Request {
+        /// The alias name (without `alias:`).
+        alias: String,
+        /// The HTTP method.
+        method: String,
+        /// The path below the alias's base URL, starting with `/`.
+        path: String,
+        /// The raw query string without `?`.
+        #[serde(default)]
+        query: Option<String>,
+        /// The caller's headers, name and value (filtered by the broker).
+        #[serde(default)]
+        headers: Vec<(String, String)>,
+        /// The request body as text (empty for none).
+        #[serde(default)]
+        body: String,
+        /// The tenant the caller expects, if any.
+        #[serde(default)]
+        tenant: Option<String>,
+    },
+    /// Start an exec request for the peer's workspace (`outloop exec`): policy on
+    /// `exec:<credential>`, the credentials, the `started` audit record. Answered with
+    /// `exec_started`; the connection then waits for `exec_end`.
+    ExecStart {
+        /// The credentials and the variables they go in.
+        credentials: Vec<ExecVariableSpec>,
+        /// The command's argv\[0\] (never its arguments).
+        command: String,
+        /// The tenant the caller expects, if any.
+        #[serde(default)]
+        tenant: Option<String>,
+    },
+    /// How the command of the connection's exec session ended; the daemon writes the closing
+    /// audit record and answers `exec_ended`.
+    ExecEnd {
+        /// How it ended.
+        exit: ExecEndExit,
+        /// Replacements the client made in the command's output.
+        #[serde(default)]
+        redactions: usize,
+    },
     /// The daemon's own state (`outloop status`).
     Status,
     /// Reload the host config, as SIGHUP does; a bad config is refused and the old one kept.
@@ -134,6 +197,10 @@ pub enum Body {
     Status(StatusOutput),
     /// The answer to `reload`: the config now in use.
     Reloaded(ReloadOutput),
+    /// The answer to `exec_start`: the values for the command's environment.
+    ExecStarted(ExecStarted),
+    /// The answer to `exec_end`: the closing audit record is on disk.
+    ExecEnded(ExecEnded),
     /// The request failed; the kind decides the exit code.
     Error(WireError),
 }
@@ -185,6 +252,33 @@ pub struct ActionEntry {
     pub decision: String,
     /// The JSON Schema of the parameters (actions only; `null` for aliases).
     pub params: serde_json::Value,
+    /// For aliases: the alias's own `allow` rules (`METHOD /glob`), which the MCP `request`
+    /// tool shows; absent for actions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+}
+
+impl ActionEntry {
+    /// The entries for `list`, alias entries with their `allow` rules from `config`.
+    pub fn all_from(
+        list: Vec<outloop_core::broker::ActionInfo>,
+        config: &outloop_core::config::HostConfig,
+    ) -> Vec<ActionEntry> {
+        list.into_iter()
+            .map(|a| {
+                let mut e = ActionEntry::from(a);
+                if e.kind == "alias"
+                    && let Some(alias) = e
+                        .name
+                        .strip_prefix("alias:")
+                        .and_then(|n| config.aliases.get(n))
+                {
+                    e.allow = alias.allow.clone();
+                }
+                e
+            })
+            .collect()
+    }
 }
 
 impl From<outloop_core::broker::ActionInfo> for ActionEntry {
@@ -195,6 +289,7 @@ impl From<outloop_core::broker::ActionInfo> for ActionEntry {
             description: a.description,
             decision: a.decision,
             params: a.params,
+            allow: Vec::new(),
         }
     }
 }
@@ -258,7 +353,8 @@ pub struct StatusOutput {
     pub protocol: u32,
     /// Seconds since it started.
     pub uptime_secs: u64,
-    /// Requests answered (`call`, `actions`, `explain`), whatever their outcome.
+    /// Requests answered (`call`, `request`, `actions`, `explain`, `exec_start`), whatever
+    /// their outcome.
     pub requests: u64,
     /// Requests being answered right now (this `status` excluded).
     pub in_flight: u64,
@@ -273,6 +369,120 @@ pub struct ReloadOutput {
     pub config: PathBuf,
     /// How many actions it defines.
     pub actions: usize,
+}
+
+/// One credential of an exec request and the variable it goes in. Mirrors
+/// `outloop_core::broker::ExecCredential`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecVariableSpec {
+    /// The credential name.
+    pub name: String,
+    /// The environment variable.
+    pub variable: String,
+}
+
+/// How an exec'd command ended. Mirrors `outloop_core::broker::ExecExit` (without `Unknown`,
+/// which only the daemon records).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecEndExit {
+    /// It exited with this status code.
+    Exited(i32),
+    /// This signal number ended it.
+    Signaled(i32),
+    /// It could not be started: the error kind's name and a one-line message.
+    NotStarted {
+        /// `ErrorKind::as_str`, e.g. `not_found`.
+        kind: String,
+        /// The one-line message (no secret).
+        message: String,
+    },
+}
+
+/// A secret value on the wire: standard base64 (RFC 4648 section 4) in a JSON string.
+///
+/// Encoding goes through a zeroizing buffer; decoding reads the string borrowed from the
+/// caller's line buffer (base64 needs no JSON escape) into a [`SecretValue`]. `Debug` shows
+/// the length only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WireSecret(pub outloop_core::SecretValue);
+
+impl std::fmt::Debug for WireSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WireSecret([REDACTED; {} bytes])", self.0.len())
+    }
+}
+
+impl Serialize for WireSecret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine as _;
+        let engine = &base64::engine::general_purpose::STANDARD;
+        let len = base64::encoded_len(self.0.len(), true).unwrap_or(0);
+        let mut text = zeroize::Zeroizing::new(String::with_capacity(len));
+        engine.encode_string(self.0.expose_secret(), &mut text);
+        s.serialize_str(&text)
+    }
+}
+
+impl<'de> Deserialize<'de> for WireSecret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = WireSecret;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a base64 string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<WireSecret, E> {
+                use base64::Engine as _;
+                let engine = &base64::engine::general_purpose::STANDARD;
+                let mut out = zeroize::Zeroizing::new(Vec::with_capacity(v.len() / 4 * 3 + 3));
+                // The message names the position only, never the text.
+                engine
+                    .decode_vec(v, &mut out)
+                    .map_err(|_| E::custom("a secret value is not valid base64"))?;
+                Ok(WireSecret(outloop_core::SecretValue::new(std::mem::take(
+                    &mut *out,
+                ))))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<WireSecret, E> {
+                let v = zeroize::Zeroizing::new(v);
+                self.visit_str(&v)
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// One variable for the command's environment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecVariable {
+    /// The environment variable.
+    pub variable: String,
+    /// The credential it holds (the label redaction uses: `[REDACTED:<credential>]`).
+    pub credential: String,
+    /// The value.
+    pub value: WireSecret,
+}
+
+/// The answer to `exec_start`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecStarted {
+    /// The audit request id both records of this exec request carry.
+    pub request_id: String,
+    /// The tenant the command runs for.
+    pub tenant: String,
+    /// The host config's redaction floor in bytes (`[redaction] floor`), for the client's
+    /// redactor.
+    pub floor: usize,
+    /// The variables, in request order.
+    pub variables: Vec<ExecVariable>,
+}
+
+/// The answer to `exec_end`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecEnded {
+    /// The request id of the closing record.
+    pub request_id: String,
 }
 
 /// An error on the wire: the kind's stable name and the one-line message (never a secret:
@@ -456,5 +666,115 @@ mod tests {
             serde_json::to_string(&core).unwrap(),
             serde_json::to_string(&through).unwrap()
         );
+    }
+
+    #[test]
+    fn exec_values_cross_the_wire_as_base64_and_never_show_in_debug() {
+        const FAKE: &[u8] = b"FAKE-exec-value-\x00\xff-not-utf8";
+        let started = ExecStarted {
+            request_id: "r1".into(),
+            tenant: "acme".into(),
+            floor: 8,
+            variables: vec![ExecVariable {
+                variable: "ECHO".into(),
+                credential: "echo".into(),
+                value: WireSecret(outloop_core::SecretValue::new(FAKE.to_vec())),
+            }],
+        };
+        let resp = Response::new(Body::ExecStarted(started.clone()));
+        let line = serde_json::to_string(&resp).unwrap();
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(FAKE);
+        assert_eq!(
+            line,
+            format!(
+                r#"{{"v":1,"type":"exec_started","data":{{"request_id":"r1","tenant":"acme","floor":8,"variables":[{{"variable":"ECHO","credential":"echo","value":"{b64}"}}]}}}}"#
+            )
+        );
+        let back: Response = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, resp);
+        let Body::ExecStarted(b) = back.body else {
+            panic!("not exec_started")
+        };
+        assert_eq!(b.variables[0].value.0.expose_secret(), FAKE);
+        // Debug shows the length, never the value or its encoding.
+        let debug = format!("{resp:?} {b:?}");
+        assert!(
+            debug.contains(&format!("[REDACTED; {} bytes]", FAKE.len())),
+            "{debug}"
+        );
+        assert!(!debug.contains("FAKE") && !debug.contains(&b64), "{debug}");
+        // Bad base64 is refused without echoing the text.
+        let bad = line.replace(&b64, "FAKE-not-base64!");
+        let e = serde_json::from_str::<Response>(&bad)
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("FAKE"), "{e}");
+    }
+
+    #[test]
+    fn exec_and_request_ops_have_the_documented_shape() {
+        let r = Request::new(Op::ExecStart {
+            credentials: vec![ExecVariableSpec {
+                name: "echo".into(),
+                variable: "ECHO".into(),
+            }],
+            command: "sh".into(),
+            tenant: None,
+        });
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"v":1,"op":"exec_start","credentials":[{"name":"echo","variable":"ECHO"}],"command":"sh","tenant":null}"#
+        );
+        for (exit, json) in [
+            (ExecEndExit::Exited(0), r#"{"exited":0}"#),
+            (ExecEndExit::Signaled(9), r#"{"signaled":9}"#),
+            (
+                ExecEndExit::NotStarted {
+                    kind: "not_found".into(),
+                    message: "no such file".into(),
+                },
+                r#"{"not_started":{"kind":"not_found","message":"no such file"}}"#,
+            ),
+        ] {
+            let r = Request::new(Op::ExecEnd {
+                exit,
+                redactions: 1,
+            });
+            let line = serde_json::to_string(&r).unwrap();
+            assert_eq!(
+                line,
+                format!(r#"{{"v":1,"op":"exec_end","exit":{json},"redactions":1}}"#)
+            );
+            assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), r);
+        }
+        // A minimal alias request: the optional fields default.
+        let r: Request = serde_json::from_str(
+            r#"{"v":1,"op":"request","alias":"bin","method":"GET","path":"/bearer"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            r.op,
+            Op::Request {
+                alias: "bin".into(),
+                method: "GET".into(),
+                path: "/bearer".into(),
+                query: None,
+                headers: vec![],
+                body: String::new(),
+                tenant: None,
+            }
+        );
+        // Alias entries carry their allow rules; action entries print as before.
+        let alias = ActionEntry {
+            name: "alias:bin".into(),
+            kind: "alias".into(),
+            description: String::new(),
+            decision: "allow".into(),
+            params: serde_json::Value::Null,
+            allow: vec!["GET /bearer".into()],
+        };
+        let v = serde_json::to_value(&alias).unwrap();
+        assert_eq!(v["allow"], serde_json::json!(["GET /bearer"]));
     }
 }

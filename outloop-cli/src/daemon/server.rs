@@ -9,7 +9,8 @@
 //! requests in flight finish on the old one; a bad config is logged (one line) and the old
 //! broker kept. SIGTERM or SIGINT stops accepting, removes the socket, lets every request in
 //! flight finish and its audit record reach the disk, then exits 0; a second signal during
-//! the drain exits 1 at once.
+//! the drain exits 1 at once. An `outloop exec` session whose command still runs is not
+//! waited for: its closing record says `daemon_stopped` (see `daemon::exec`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use outloop_core::approval::Approval;
-use outloop_core::broker::{Broker, CallRequest};
+use outloop_core::broker::{AliasRequest, Broker, CallRequest};
 use outloop_core::config::{HostConfig, Paths};
 use outloop_core::{Error, ErrorKind, Result};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -53,8 +54,8 @@ pub struct State {
     paths: Paths,
     socket: PathBuf,
     started: Instant,
-    requests: AtomicU64,
-    in_flight: AtomicU64,
+    pub(super) requests: AtomicU64,
+    pub(super) in_flight: AtomicU64,
     reloads: AtomicU64,
     /// The config files as they were when the current broker was built (or a reload of
     /// them was refused).
@@ -90,6 +91,14 @@ pub fn build_broker(paths: &Paths) -> Result<Broker> {
         .build()
 }
 
+/// Runs `fut` with held approvals reported on `tx` (see [`build_broker`]).
+pub(super) async fn with_held<F: std::future::Future>(
+    tx: mpsc::UnboundedSender<Approval>,
+    fut: F,
+) -> F::Output {
+    HELD.scope(tx, fut).await
+}
+
 impl State {
     fn status(&self) -> StatusOutput {
         StatusOutput {
@@ -108,7 +117,7 @@ impl State {
     /// The broker for the next request. When a config file changed since the current broker
     /// was built (a re-stat of each, microseconds), reloads first, so an edit by hand (a
     /// revoked permission, say) applies to the very next request.
-    async fn current(&self) -> Arc<Broker> {
+    pub(super) async fn current(&self) -> Arc<Broker> {
         if self.config_changed() {
             let _one = self.reloading.lock().await;
             if self.config_changed() {
@@ -386,13 +395,13 @@ async fn clear_stale_socket(socket: &Path) -> Result<()> {
     }
 }
 
-async fn write_frame(stream: &mut UnixStream, body: Body) -> std::io::Result<()> {
+pub(super) async fn write_frame(stream: &mut UnixStream, body: Body) -> std::io::Result<()> {
     let mut line = serde_json::to_vec(&Response::new(body)).map_err(std::io::Error::other)?;
     line.push(b'\n');
     stream.write_all(&line).await
 }
 
-fn error_body(e: &Error) -> Body {
+pub(super) fn error_body(e: &Error) -> Body {
     Body::Error(WireError::from(e))
 }
 
@@ -445,6 +454,25 @@ async fn connection(state: Arc<State>, stream: UnixStream, shutdown: Cancellatio
             return;
         }
         let body = match parse(&line) {
+            Ok(Request {
+                op:
+                    Op::ExecStart {
+                        credentials,
+                        command,
+                        tenant,
+                    },
+                ..
+            }) => {
+                let start = super::exec::Start {
+                    credentials,
+                    command,
+                    tenant,
+                };
+                if super::exec::session(&state, &mut reader, start, &shutdown).await {
+                    continue;
+                }
+                return;
+            }
             Ok(req) => match answer(&state, &mut reader, req).await {
                 Some(b) => b,
                 None => return,
@@ -457,7 +485,7 @@ async fn connection(state: Arc<State>, stream: UnixStream, shutdown: Cancellatio
     }
 }
 
-fn parse(line: &[u8]) -> Result<Request> {
+pub(super) fn parse(line: &[u8]) -> Result<Request> {
     let value: serde_json::Value = serde_json::from_slice(line)
         .map_err(|e| Error::new(ErrorKind::Usage, format!("request is not JSON: {e}")))?;
     match value.get("v").and_then(serde_json::Value::as_u64) {
@@ -494,6 +522,29 @@ async fn answer(state: &State, reader: &mut BufReader<UnixStream>, req: Request)
     body
 }
 
+/// Runs `fut` (a broker request) with each approval hold written to the client as a `held`
+/// line. `None` when the client went away: the request still runs to its end (approved,
+/// rejected or expired) and is audited, but nobody is told.
+async fn forward_holds<T>(
+    reader: &mut BufReader<UnixStream>,
+    fut: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let call = HELD.scope(tx, fut);
+    tokio::pin!(call);
+    loop {
+        tokio::select! {
+            r = &mut call => return Some(r),
+            Some(a) = rx.recv() => {
+                if write_frame(reader.get_mut(), Body::Held(a)).await.is_err() {
+                    let _ = (&mut call).await;
+                    return None;
+                }
+            }
+        }
+    }
+}
+
 async fn answer_broker(state: &State, reader: &mut BufReader<UnixStream>, op: Op) -> Option<Body> {
     let broker = state.current().await;
     // The peer's working directory, from the OS: a client cannot claim another workspace.
@@ -514,22 +565,43 @@ async fn answer_broker(state: &State, reader: &mut BufReader<UnixStream>, op: Op
                 action,
                 params: params.into_iter().collect(),
             };
-            let (tx, mut rx) = mpsc::unbounded_channel();
-            let call = HELD.scope(tx, broker.call(req));
-            tokio::pin!(call);
-            loop {
-                tokio::select! {
-                    r = &mut call => break r.map(|r| Body::Call(CallOutput::from(r))),
-                    Some(a) = rx.recv() => {
-                        if write_frame(reader.get_mut(), Body::Held(a)).await.is_err() {
-                            // The client is gone; the held request still ends (approved,
-                            // rejected or expired) and is audited.
-                            let _ = (&mut call).await;
-                            return None;
-                        }
-                    }
-                }
-            }
+            forward_holds(reader, broker.call(req))
+                .await?
+                .map(|r| Body::Call(CallOutput::from(r)))
+        }
+        Op::Request {
+            alias,
+            method,
+            path,
+            query,
+            headers,
+            body,
+            tenant,
+        } => {
+            let dir = match peer_dir() {
+                Ok(d) => d,
+                Err(e) => return Some(error_body(&e)),
+            };
+            let req = AliasRequest {
+                workspace: dir,
+                tenant,
+                alias,
+                method,
+                path,
+                query,
+                headers,
+                body: body.into_bytes(),
+            };
+            let fut = async {
+                // As the MCP server does in-process: the result names the workspace's tenant.
+                let tenant =
+                    outloop_core::workspace::resolve(broker.config(), &req.workspace)?.tenant;
+                let alias = req.alias.clone();
+                broker.request(req).await?.collect(&alias, &tenant).await
+            };
+            forward_holds(reader, fut)
+                .await?
+                .map(|r| Body::Call(CallOutput::from(r)))
         }
         Op::Actions => peer_dir()
             .and_then(|dir| broker.actions_for(&dir))
@@ -537,9 +609,14 @@ async fn answer_broker(state: &State, reader: &mut BufReader<UnixStream>, op: Op
                 Body::Actions(ActionsOutput {
                     workspace: ws.root,
                     tenant: ws.tenant,
-                    actions: list.into_iter().map(ActionEntry::from).collect(),
+                    actions: ActionEntry::all_from(list, broker.config()),
                 })
             }),
+        Op::ExecStart { .. } => Err(Error::internal("answered by the exec session")),
+        Op::ExecEnd { .. } => Err(Error::new(
+            ErrorKind::Usage,
+            "`exec_end` without an exec session on this connection (send `exec_start` first)",
+        )),
         Op::Explain {
             action,
             params,

@@ -24,14 +24,14 @@ mod protocol;
 const WAIT: Duration = Duration::from_secs(60);
 
 /// A running `outloop serve`, its stderr lines arriving on a channel.
-struct Daemon {
+pub(super) struct Daemon {
     child: Child,
     lines: mpsc::Receiver<String>,
     log: Vec<String>,
 }
 
 impl Daemon {
-    fn start(env: &Env) -> Daemon {
+    pub(super) fn start(env: &Env) -> Daemon {
         Self::start_with(env, |_| {})
     }
 
@@ -69,12 +69,12 @@ impl Daemon {
         d
     }
 
-    fn pid(&self) -> u32 {
+    pub(super) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Waits for a stderr line containing `needle`; returns it.
-    fn wait_line(&mut self, needle: &str) -> String {
+    pub(super) fn wait_line(&mut self, needle: &str) -> String {
         let deadline = Instant::now() + WAIT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -93,13 +93,13 @@ impl Daemon {
         }
     }
 
-    fn signal(&self, sig: rustix::process::Signal) {
+    pub(super) fn signal(&self, sig: rustix::process::Signal) {
         let pid = rustix::process::Pid::from_raw(self.pid() as i32).unwrap();
         rustix::process::kill_process(pid, sig).unwrap();
     }
 
     /// Waits for the daemon to exit; returns its exit code and all it logged.
-    fn wait_exit(mut self) -> (i32, Vec<String>) {
+    pub(super) fn wait_exit(mut self) -> (i32, Vec<String>) {
         let status = self.child.wait().unwrap();
         while let Ok(line) = self.lines.recv_timeout(WAIT) {
             self.log.push(line);
@@ -117,7 +117,7 @@ impl Drop for Daemon {
 
 /// Runs `outloop` as `Env::run` does, with extra environment variables; output is added to
 /// the leak check.
-fn run_env(env: &Env, args: &[&str], cwd: &Path, vars: &[(&str, &str)]) -> Run {
+pub(super) fn run_env(env: &Env, args: &[&str], cwd: &Path, vars: &[(&str, &str)]) -> Run {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_outloop"));
     cmd.args(args)
         .current_dir(cwd)
@@ -146,7 +146,7 @@ fn in_process(env: &Env, args: &[&str], cwd: &Path) -> Run {
     run_env(env, args, cwd, &[("OUTLOOP_NO_DAEMON", "1")])
 }
 
-fn status(env: &Env) -> serde_json::Value {
+pub(super) fn status(env: &Env) -> serde_json::Value {
     let r = run_env(env, &["status", "--json"], &env.root, &[]);
     assert_eq!(r.code, 0, "status: {}{}", r.stdout, r.stderr);
     r.json()

@@ -7,7 +7,7 @@ use std::process::Command;
 use crate::support::{Env, httpbin};
 
 /// The venv python that scripts/test-env.sh creates (it holds the pinned `mcp` package).
-fn venv_python() -> std::path::PathBuf {
+pub(super) fn venv_python() -> std::path::PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
     assert!(
         p.exists(),
@@ -17,7 +17,7 @@ fn venv_python() -> std::path::PathBuf {
     p
 }
 
-fn config() -> String {
+pub(super) fn config() -> String {
     let h = httpbin();
     format!(
         r#"

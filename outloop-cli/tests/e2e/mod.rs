@@ -3,6 +3,7 @@ mod bad_input;
 mod call;
 mod canary;
 mod daemon;
+mod daemon_frontends;
 mod doctor;
 mod exec;
 mod import;

@@ -112,18 +112,30 @@ pub enum ExecExit {
     /// The command could not be started (not found, not executable, …): the error kind and
     /// a one-line message with no secret.
     NotStarted(ErrorKind, String),
+    /// How the command ended is not known: the frontend that ran it went away before saying
+    /// (the daemon records `outcome = "client_gone"`), or the daemon that handed out the
+    /// credentials stopped first (`"daemon_stopped"`). `outcome` is recorded as given;
+    /// `why` is a one-line reason with no secret.
+    Unknown {
+        /// The audit outcome, e.g. `client_gone`.
+        outcome: String,
+        /// Why it is not known.
+        why: String,
+    },
 }
 
 impl ExecExit {
     /// The exit code a shell would report: the status, 128 + the signal number, or 127 for a
     /// command that was not found and 126 for one that could not be run, as `env` does
-    /// (POSIX.1-2017, Shell Command Language 2.8.2).
+    /// (POSIX.1-2017, Shell Command Language 2.8.2); 1 for [`ExecExit::Unknown`].
     pub fn code(&self) -> i32 {
         match self {
             ExecExit::Exited(c) => *c,
             ExecExit::Signaled(s) => 128 + s,
             ExecExit::NotStarted(ErrorKind::NotFound, _) => 127,
             ExecExit::NotStarted(..) => 126,
+            // Never an exit code outloop reports: nobody is left to report it to.
+            ExecExit::Unknown { .. } => 1,
         }
     }
 }
@@ -281,7 +293,8 @@ impl Broker {
 
     /// Appends the closing audit record of an exec request: the same request id, decision
     /// and rule as the opening one, `outcome = "ok"` when the command ran (whatever its exit
-    /// code) or the error kind when it could not be started, the exit code in `reason`,
+    /// code), the error kind when it could not be started, the given outcome when how it
+    /// ended is not known ([`ExecExit::Unknown`]), the exit code in `reason`,
     /// `redactions` (replacements made in the command's output) and the total duration.
     /// Consumes the session, zeroizing any values not taken.
     ///
@@ -342,6 +355,10 @@ impl Broker {
                 rec.reason = Some(format!(
                     "command `{command}` could not be started: {message}"
                 ));
+            }
+            ExecExit::Unknown { outcome, why } => {
+                rec.outcome = outcome.clone();
+                rec.reason = Some(format!("command `{command}`: {why}"));
             }
         }
         super::warn_on_alert(&attempt.record);

@@ -252,6 +252,15 @@ async fn exit_kinds_are_recorded() {
             "ok",
             "command `printenv` exited with code 0",
         ),
+        (
+            ExecExit::Unknown {
+                outcome: "client_gone".into(),
+                why: "the client went away".into(),
+            },
+            1,
+            "client_gone",
+            "command `printenv`: the client went away",
+        ),
     ] {
         assert_eq!(exit.code(), code);
         let session = s.broker.exec_start(req(&s.acme, &["echo"])).await.unwrap();
