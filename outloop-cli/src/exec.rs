@@ -26,7 +26,7 @@ use std::task::{Context, Poll, ready};
 use clap::Args;
 use outloop_core::broker::{ExecCredential, ExecExit, ExecRequest};
 use outloop_core::config::Paths;
-use outloop_core::redact::{RedactReader, SecretRedactor};
+use outloop_core::redact::{Findings, RedactReader, SecretRedactor};
 use outloop_core::{Error, ErrorKind, Result, SecretValue};
 use rustix::process::{Pid, Signal};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -111,9 +111,9 @@ pub async fn run(paths: &Paths, args: ExecArgs) -> Result<u8> {
             base: &base,
             variables: &granted.variables,
         };
-        let (exit, redactions) = run_child(&child, &granted.redactor, args.pty).await;
+        let (exit, findings) = run_child(&child, &granted.redactor, args.pty).await;
         drop(granted);
-        match remote.finish(&exit, redactions).await {
+        match remote.finish(&exit, &findings).await {
             Ok(()) => {}
             // The daemon recorded the end itself (`client_gone` or `daemon_stopped`).
             Err(e) if e.kind() == ErrorKind::Unavailable => errln!(
@@ -142,16 +142,21 @@ pub async fn run(paths: &Paths, args: ExecArgs) -> Result<u8> {
         base: &base,
         variables: &variables,
     };
-    let (exit, redactions) = run_child(&child, &redactor, args.pty).await;
+    let (exit, findings) = run_child(&child, &redactor, args.pty).await;
     drop(variables);
     broker
-        .exec_finish(session, exit.clone(), redactions)
+        .exec_finish_with(session, exit.clone(), &findings)
         .await?;
     Ok(report(&exit, program))
 }
 
-/// Runs the command on a pty or with pipes; returns how it ended and the redactions made.
-async fn run_child(child: &Child<'_>, redactor: &SecretRedactor, pty: bool) -> (ExecExit, usize) {
+/// Runs the command on a pty or with pipes; returns how it ended and what redaction found
+/// in its output (replacements, case-folded hits, canaries seen).
+async fn run_child(
+    child: &Child<'_>,
+    redactor: &SecretRedactor,
+    pty: bool,
+) -> (ExecExit, Findings) {
     if pty {
         run_pty(child, redactor).await
     } else {
@@ -224,10 +229,10 @@ fn exit_of(status: std::io::Result<ExitStatus>) -> ExecExit {
 }
 
 /// Pipe mode: stdin inherited, stdout and stderr each through their own redacting stream.
-async fn run_pipes(child: &Child<'_>, redactor: &SecretRedactor) -> (ExecExit, usize) {
+async fn run_pipes(child: &Child<'_>, redactor: &SecretRedactor) -> (ExecExit, Findings) {
     let mut cmd = match child.command() {
         Ok(c) => c,
-        Err(exit) => return (exit, 0),
+        Err(exit) => return (exit, Findings::default()),
     };
     cmd.stdin(Stdio::inherit())
         .stdout(Stdio::piped())
@@ -240,13 +245,13 @@ async fn run_pipes(child: &Child<'_>, redactor: &SecretRedactor) -> (ExecExit, u
     drop(cmd);
     let mut proc = match spawned {
         Ok(p) => p,
-        Err(e) => return (not_started(&e), 0),
+        Err(e) => return (not_started(&e), Findings::default()),
     };
     forward.start(proc.id());
     let (Some(out), Some(err)) = (proc.stdout.take(), proc.stderr.take()) else {
         return (
             exit_of(proc.wait().await),
-            0, // unreachable: both were configured as pipes
+            Findings::default(), // unreachable: both were configured as pipes
         );
     };
     let (status, n_out, n_err) = tokio::join!(
@@ -255,16 +260,16 @@ async fn run_pipes(child: &Child<'_>, redactor: &SecretRedactor) -> (ExecExit, u
         pump(RedactReader::new(redactor, err), tokio::io::stderr()),
     );
     forward.stop();
-    (exit_of(status), n_out + n_err)
+    (exit_of(status), merge(n_out, n_err))
 }
 
 /// Copies a redacting reader to `out`, writing and flushing each released chunk at once.
 /// Stops at end of input, or when `out` fails (the child then sees a closed pipe). Returns
-/// the number of replacements made.
+/// what the redactor found.
 async fn pump<R: AsyncRead + Unpin>(
     mut reader: RedactReader<R>,
     mut out: impl AsyncWrite + Unpin,
-) -> usize {
+) -> Findings {
     let mut buf = vec![0u8; CHUNK];
     loop {
         match reader.read(&mut buf).await {
@@ -276,7 +281,22 @@ async fn pump<R: AsyncRead + Unpin>(
             }
         }
     }
-    reader.findings().count
+    reader.findings()
+}
+
+/// The findings of stdout and stderr together: counts added, canary tenants united.
+fn merge(a: Findings, b: Findings) -> Findings {
+    let mut canaries = a.canaries;
+    for t in b.canaries {
+        if !canaries.contains(&t) {
+            canaries.push(t);
+        }
+    }
+    Findings {
+        count: a.count + b.count,
+        folded: a.folded + b.folded,
+        canaries,
+    }
 }
 
 /// Passes signals outloop receives on to the child, and keeps others from ending outloop.
@@ -426,17 +446,17 @@ fn stdin_chunks() -> tokio::sync::mpsc::Receiver<Vec<u8>> {
 
 /// PTY mode: the child on a new pseudo-terminal as its controlling terminal; its output
 /// through one redacting stream to stdout; stdin forwarded; window size changes passed on.
-async fn run_pty(child: &Child<'_>, redactor: &SecretRedactor) -> (ExecExit, usize) {
+async fn run_pty(child: &Child<'_>, redactor: &SecretRedactor) -> (ExecExit, Findings) {
     let cmd = match child.command() {
         Ok(c) => c,
-        Err(exit) => return (exit, 0),
+        Err(exit) => return (exit, Findings::default()),
     };
     let (pty, pts) = match pty_process::open() {
         Ok(p) => p,
         Err(e) => {
             return (
                 ExecExit::NotStarted(ErrorKind::Io, format!("cannot open a pty: {e}")),
-                0,
+                Findings::default(),
             );
         }
     };
@@ -461,7 +481,7 @@ async fn run_pty(child: &Child<'_>, redactor: &SecretRedactor) -> (ExecExit, usi
                 pty_process::Error::Io(io) => not_started(&io),
                 other => ExecExit::NotStarted(ErrorKind::Io, other.to_string()),
             };
-            return (exit, 0);
+            return (exit, Findings::default());
         }
     };
     forward.start(proc.id());
@@ -508,7 +528,7 @@ async fn run_pty(child: &Child<'_>, redactor: &SecretRedactor) -> (ExecExit, usi
         }
     });
 
-    let (status, redactions) = tokio::join!(
+    let (status, findings) = tokio::join!(
         proc.wait(),
         pump(
             RedactReader::new(redactor, PtyReader(read_half)),
@@ -518,5 +538,5 @@ async fn run_pty(child: &Child<'_>, redactor: &SecretRedactor) -> (ExecExit, usi
     feeder.abort();
     drop(raw);
     forward.stop();
-    (exit_of(status), redactions)
+    (exit_of(status), findings)
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use outloop_core::broker::{Broker, ExecCredential, ExecExit, ExecRequest, ExecSession};
+use outloop_core::redact::Findings;
 use outloop_core::{Error, ErrorKind, Result};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
@@ -21,8 +22,8 @@ use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
 
 use super::protocol::{
-    Body, ExecEndExit, ExecEnded, ExecStarted, ExecVariable, ExecVariableSpec, MAX_REQUEST_BYTES,
-    Op, Response, WireSecret, kind_from_str,
+    Body, ExecCanary, ExecEndExit, ExecEnded, ExecStarted, ExecVariable, ExecVariableSpec,
+    MAX_REQUEST_BYTES, Op, Response, WireSecret, kind_from_str,
 };
 use super::server::{State, error_body, parse, with_held, write_frame};
 
@@ -54,7 +55,8 @@ pub(super) async fn session(
     };
     let label = format!("{} (request {})", session.tenant(), session.request_id());
     let variables = session.take_variables();
-    let sent = match started_frame(&broker, &session, variables, names) {
+    let canaries = session.take_canaries();
+    let sent = match started_frame(&broker, &session, variables, canaries, names) {
         Ok(frame) => reader.get_mut().write_all(&frame).await.is_ok(),
         Err(e) => {
             // Nothing was handed out: close the session as a failed start.
@@ -113,10 +115,20 @@ pub(super) async fn session(
         }
         let answer = match parse(&line) {
             Ok(req) => match req.op {
-                Op::ExecEnd { exit, redactions } => {
+                Op::ExecEnd {
+                    exit,
+                    redactions,
+                    folded,
+                    canaries,
+                } => {
                     let id = session.request_id().to_owned();
+                    let findings = Findings {
+                        count: redactions,
+                        folded,
+                        canaries,
+                    };
                     let body = match broker
-                        .exec_finish(session, core_exit(exit), redactions)
+                        .exec_finish_with(session, core_exit(exit), &findings)
                         .await
                     {
                         Ok(()) => Body::ExecEnded(ExecEnded { request_id: id }),
@@ -198,6 +210,7 @@ fn started_frame(
     broker: &Broker,
     session: &ExecSession,
     variables: Vec<(String, outloop_core::SecretValue)>,
+    canaries: Vec<(String, outloop_core::SecretValue)>,
     names: Vec<String>,
 ) -> Result<Zeroizing<Vec<u8>>> {
     if names.len() != variables.len() {
@@ -208,6 +221,9 @@ fn started_frame(
     let mut estimate = 512 + session.request_id().len() + session.tenant().len();
     for (var, value) in &variables {
         estimate += 2 * var.len() + 128 + base64::encoded_len(value.len(), true).unwrap_or(0);
+    }
+    for (tenant, value) in &canaries {
+        estimate += 2 * tenant.len() + 64 + base64::encoded_len(value.len(), true).unwrap_or(0);
     }
     estimate += names.iter().map(|n| 2 * n.len()).sum::<usize>();
     let started = ExecStarted {
@@ -220,6 +236,13 @@ fn started_frame(
             .map(|((variable, value), credential)| ExecVariable {
                 variable,
                 credential,
+                value: WireSecret(value),
+            })
+            .collect(),
+        canaries: canaries
+            .into_iter()
+            .map(|(tenant, value)| ExecCanary {
+                tenant,
                 value: WireSecret(value),
             })
             .collect(),

@@ -14,9 +14,9 @@
 //! buffer allocated up front (never grown), and the values are decoded from it straight into
 //! [`SecretValue`]s.
 
-use outloop_core::broker::{ExecCredential, ExecExit};
+use outloop_core::broker::{CANARY_LABEL, ExecCredential, ExecExit};
 use outloop_core::config::Paths;
-use outloop_core::redact::{RedactorBuilder, SecretRedactor};
+use outloop_core::redact::{Findings, RedactorBuilder, SecretRedactor};
 use outloop_core::{Error, ErrorKind, Result, SecretValue};
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -240,6 +240,10 @@ impl ExecRemote {
                 labelled.push(&v.credential);
             }
         }
+        for c in &started.canaries {
+            // As the broker does: a canary that cannot be searched for is skipped.
+            let _ = builder.add_canary(&c.tenant, CANARY_LABEL, &c.value.0);
+        }
         let redactor = builder.build();
         let variables = started
             .variables
@@ -259,7 +263,7 @@ impl ExecRemote {
     /// [`ErrorKind::Audit`] when the daemon could not write the record;
     /// [`ErrorKind::Unavailable`] when the connection broke (the daemon then recorded the
     /// end as `client_gone` or `daemon_stopped` itself).
-    pub async fn finish(mut self, exit: &ExecExit, redactions: usize) -> Result<()> {
+    pub async fn finish(mut self, exit: &ExecExit, findings: &Findings) -> Result<()> {
         let exit = match exit {
             ExecExit::Exited(c) => ExecEndExit::Exited(*c),
             ExecExit::Signaled(s) => ExecEndExit::Signaled(*s),
@@ -272,7 +276,13 @@ impl ExecRemote {
                 message: why.clone(),
             },
         };
-        self.send(Op::ExecEnd { exit, redactions }).await?;
+        self.send(Op::ExecEnd {
+            exit,
+            redactions: findings.count,
+            folded: findings.folded,
+            canaries: findings.canaries.clone(),
+        })
+        .await?;
         self.answer("exec_ended", |_| {}, |_| Ok(())).await
     }
 }
@@ -282,9 +292,10 @@ mod tests {
     use tokio::io::{AsyncBufReadExt, BufReader};
 
     use super::*;
-    use crate::daemon::protocol::{ExecEnded, ExecVariable, WireSecret};
+    use crate::daemon::protocol::{ExecCanary, ExecEnded, ExecVariable, WireSecret};
 
     const FAKE: &str = "FAKE-exec-client-value-4d1c";
+    const CANARY: &str = "FAKE-canary-of-globex-77c2";
 
     /// Reads one request line from the fake daemon's end.
     async fn request_line(r: &mut BufReader<tokio::net::unix::OwnedReadHalf>) -> Request {
@@ -313,6 +324,10 @@ mod tests {
                     credential: "echo".into(),
                     value: WireSecret(SecretValue::from_string(FAKE.into())),
                 }],
+                canaries: vec![ExecCanary {
+                    tenant: "globex".into(),
+                    value: WireSecret(SecretValue::from_string(CANARY.into())),
+                }],
             }));
             let mut out = format!("{held}\n").into_bytes();
             out.extend(serde_json::to_vec(&started).unwrap());
@@ -323,7 +338,9 @@ mod tests {
                 req.op,
                 Op::ExecEnd {
                     exit: ExecEndExit::Exited(3),
-                    redactions: 1
+                    redactions: 2,
+                    folded: 0,
+                    canaries: vec!["globex".into()],
                 }
             );
             let ended = Response::new(Body::ExecEnded(ExecEnded {
@@ -350,11 +367,16 @@ mod tests {
         assert_eq!(granted.variables[0].0, "ECHO");
         assert_eq!(granted.variables[0].1.expose_secret(), FAKE.as_bytes());
         use outloop_core::redact::Redactor as _;
-        let out = granted.redactor.redact(format!("x {FAKE} y").as_bytes());
-        assert_eq!(out.output, b"x [REDACTED:echo] y");
+        let out = granted
+            .redactor
+            .redact(format!("x {FAKE} y {CANARY}").as_bytes());
+        // The canary from `exec_started` is redacted under the neutral label and reported.
+        assert_eq!(out.output, b"x [REDACTED:echo] y [REDACTED:secret]");
+        assert_eq!(out.canaries, ["globex"]);
         // Neither the session (whose buffer held the line) nor the grant prints a value.
         let debug = format!("{remote:?} {granted:?}");
         assert!(!debug.contains(FAKE), "{debug}");
+        assert!(!debug.contains(CANARY), "{debug}");
         assert!(!debug.contains("RkFLRS"), "{debug}"); // base64 of "FAKE"
         // Nor as bytes printed as numbers: "82, 107, 70, …" ("RkF…").
         let numbers = format!("{:?}", &b"RkFLRS"[..]);
@@ -363,7 +385,15 @@ mod tests {
             "the buffer is printed"
         );
         drop(granted);
-        remote.finish(&ExecExit::Exited(3), 1).await.unwrap();
+        let findings = Findings {
+            count: out.count,
+            folded: out.folded,
+            canaries: out.canaries,
+        };
+        remote
+            .finish(&ExecExit::Exited(3), &findings)
+            .await
+            .unwrap();
         fake.await.unwrap();
     }
 
@@ -388,7 +418,10 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::PolicyDenied);
         assert_eq!(e.message(), "denied: no");
         fake.await.unwrap();
-        let e = remote.finish(&ExecExit::Exited(0), 0).await.unwrap_err();
+        let e = remote
+            .finish(&ExecExit::Exited(0), &Findings::default())
+            .await
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Unavailable, "{}", e.message());
     }
 }

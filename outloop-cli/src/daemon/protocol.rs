@@ -157,6 +157,12 @@ pub enum Op {
         /// Replacements the client made in the command's output.
         #[serde(default)]
         redactions: usize,
+        /// Of those, the ones only a case-folded form of a secret hit.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        folded: usize,
+        /// The tenants whose canary (from `exec_started`) the output held.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        canaries: Vec<String>,
     },
     /// The daemon's own state (`outloop status`).
     Status,
@@ -476,6 +482,23 @@ pub struct ExecStarted {
     pub floor: usize,
     /// The variables, in request order.
     pub variables: Vec<ExecVariable>,
+    /// Every tenant's canaries (`[tenants.<name>] canaries`, planted fakes), for the client's
+    /// redactor: a canary in the command's output is redacted and reported in `exec_end`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub canaries: Vec<ExecCanary>,
+}
+
+/// A canary the client's redactor registers (`RedactorBuilder::add_canary`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecCanary {
+    /// The tenant it was planted for.
+    pub tenant: String,
+    /// The planted value.
+    pub value: WireSecret,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// The answer to `exec_end`.
@@ -680,6 +703,7 @@ mod tests {
                 credential: "echo".into(),
                 value: WireSecret(outloop_core::SecretValue::new(FAKE.to_vec())),
             }],
+            canaries: vec![],
         };
         let resp = Response::new(Body::ExecStarted(started.clone()));
         let line = serde_json::to_string(&resp).unwrap();
@@ -740,6 +764,8 @@ mod tests {
             let r = Request::new(Op::ExecEnd {
                 exit,
                 redactions: 1,
+                folded: 0,
+                canaries: vec![],
             });
             let line = serde_json::to_string(&r).unwrap();
             assert_eq!(

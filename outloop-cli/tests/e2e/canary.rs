@@ -74,3 +74,73 @@ fn canary_in_a_response_is_redacted_and_alerted_in_the_audit() {
     assert_no_variant(&seen, GLOBEX_CANARY.as_bytes());
     env.assert_no_leak();
 }
+
+/// A canary printed by a command under `outloop exec` is redacted and alerted in the closing
+/// audit record, the same with the in-process broker and through the daemon (which hands
+/// the canaries to the client's redactor in `exec_started`).
+#[test]
+fn canary_in_exec_output_is_redacted_and_alerted_with_and_without_the_daemon() {
+    use super::daemon::{Daemon, run_env, status};
+    let env = Env::new("[policy.tenants.acme]\nallow = [\"exec:echo\"]\n");
+    env.set_secret("vault://globex/canary", GLOBEX_CANARY, None);
+    let cfg = env.config_path();
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let text = text.replacen(
+        "[tenants.globex]\n",
+        "[tenants.globex]\ncanaries = [\"vault://globex/canary\"]\n",
+        1,
+    );
+    std::fs::write(&cfg, text).unwrap();
+    // The command prints the canary in mixed case on stderr and verbatim on stdout.
+    let mixed: String = GLOBEX_CANARY
+        .chars()
+        .enumerate()
+        .map(|(i, c)| {
+            if i % 2 == 0 {
+                c.to_ascii_lowercase()
+            } else {
+                c.to_ascii_uppercase()
+            }
+        })
+        .collect();
+    let script = format!("echo \"x {GLOBEX_CANARY} y\"; echo \"{mixed}\" >&2; exit 4");
+    let args = ["exec", "--credential", "echo", "--", "sh", "-c", &script];
+
+    let check = |r: &crate::support::Run, path: &str| {
+        assert_eq!(r.code, 4, "{path}: {}", r.stderr);
+        assert_eq!(r.stdout, "x [REDACTED:secret] y\n", "{path}");
+        assert!(
+            r.stderr.starts_with("[REDACTED:secret]\n"),
+            "{path}: {}",
+            r.stderr
+        );
+        let t = env.run(&["audit", "tail", "-n", "1", "--json"], &env.root);
+        let rec: serde_json::Value = serde_json::from_str(t.stdout.trim()).unwrap();
+        assert_eq!(rec["action"], "exec:echo", "{path}: {rec}");
+        assert_eq!(rec["redactions"], 2, "{path}: {rec}");
+        assert_eq!(rec["folded"], 1, "{path}: {rec}");
+        assert_eq!(
+            rec["canaries"],
+            serde_json::json!(["globex"]),
+            "{path}: {rec}"
+        );
+        assert!(
+            rec["alert"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("canary of tenant `globex` seen")),
+            "{path}: {rec}"
+        );
+    };
+    let local = run_env(&env, &args, &env.acme, &[]);
+    check(&local, "in-process");
+    let _d = Daemon::start(&env);
+    let via = run_env(&env, &args, &env.acme, &[]);
+    check(&via, "through the daemon");
+    assert_eq!(status(&env)["requests"], 1);
+    env.ok(&["audit", "verify"], &env.root);
+    assert_no_variant(
+        &std::fs::read(env.audit_path()).unwrap(),
+        GLOBEX_CANARY.as_bytes(),
+    );
+    env.assert_no_leak();
+}

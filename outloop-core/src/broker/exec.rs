@@ -150,6 +150,8 @@ pub struct ExecSession {
     workspace: PathBuf,
     command: String,
     variables: Vec<(String, SecretValue)>,
+    /// Every tenant's canaries as (tenant, value), registered in `redactor` too.
+    canaries: Vec<(String, SecretValue)>,
     redactor: SecretRedactor,
     attempt: Attempt,
 }
@@ -197,7 +199,24 @@ impl ExecSession {
     pub fn take_variables(&mut self) -> Vec<(String, SecretValue)> {
         std::mem::take(&mut self.variables)
     }
+
+    /// Takes the canary values of every tenant (`[tenants.<name>] canaries`) as (tenant,
+    /// value), the ones [`ExecSession::redactor`] holds, for a process that redacts the
+    /// command's output itself (the daemon's client) and must raise the same alerts; later
+    /// calls return nothing. Canaries are planted fakes, not credentials.
+    pub fn take_canaries(&mut self) -> Vec<(String, SecretValue)> {
+        std::mem::take(&mut self.canaries)
+    }
 }
+
+/// What `exec_run` grants: the workspace, the (variable, value) pairs, every tenant's
+/// canaries and the redactor over both.
+type ExecGrant = (
+    Workspace,
+    Vec<(String, SecretValue)>,
+    Vec<(String, SecretValue)>,
+    SecretRedactor,
+);
 
 /// Stands in for an action while an exec request is held for approval, so the approval
 /// store shows `EXEC exec:<names>` with the command.
@@ -261,7 +280,7 @@ impl Broker {
         let rec = &mut attempt.record;
         rec.duration_ms = u64::try_from(attempt.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         match outcome {
-            Ok((ws, variables, redactor)) => {
+            Ok((ws, variables, canaries, redactor)) => {
                 rec.outcome = "started".into();
                 // The record that the secret was handed out is on disk before it is.
                 self.append_audit(rec.clone()).await?;
@@ -270,6 +289,7 @@ impl Broker {
                     workspace: ws.root,
                     command,
                     variables,
+                    canaries,
                     redactor,
                     attempt,
                 })
@@ -370,7 +390,7 @@ impl Broker {
         request: &ExecRequest,
         names: &[String],
         attempt: &mut Attempt,
-    ) -> Result<(Workspace, Vec<(String, SecretValue)>, SecretRedactor)> {
+    ) -> Result<ExecGrant> {
         // Malformed requests are refused before anything else, as `call` refuses bad
         // parameters before policy.
         if request.credentials.is_empty() {
@@ -492,7 +512,8 @@ impl Broker {
 
         // 4. Credentials, for this tenant only.
         let credentials = self.exec_credentials(&ws.tenant, names).await?;
-        let redactor = self.redactor_for(&credentials).await?;
+        let canaries = self.canaries().await;
+        let redactor = self.redactor(&credentials, &canaries)?;
         let variables = request
             .credentials
             .iter()
@@ -503,7 +524,7 @@ impl Broker {
                 Ok((c.variable.clone(), value))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok((ws, variables, redactor))
+        Ok((ws, variables, canaries, redactor))
     }
 
     /// Fetches each named credential of `tenant`, honouring account pins. A pinned
