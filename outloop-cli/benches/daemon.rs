@@ -109,7 +109,7 @@ fn setup_home(base: &Path, upstream: &str) -> tempfile::TempDir {
     std::fs::write(
         &cfg,
         format!(
-            "{text}\n[actions.\"load.get\"]\ncredential = \"echo\"\nmethod = \"GET\"\nurl = \"{upstream}/load\"\nauth = {{ type = \"bearer\" }}\n\n[policy.tenants.acme]\nallow = [\"load.*\"]\n"
+            "{text}\n[actions.\"load.get\"]\ncredential = \"echo\"\nmethod = \"GET\"\nurl = \"{upstream}/load\"\nauth = {{ type = \"bearer\" }}\n\n[actions.\"other.denied\"]\nmethod = \"GET\"\nurl = \"{upstream}/load\"\n\n[policy.tenants.acme]\nallow = [\"load.*\"]\n"
         ),
     )
     .unwrap();
@@ -174,6 +174,15 @@ impl Client {
         }
     }
 
+    /// Sends one raw request line and returns the answer line's `type`.
+    fn raw(&mut self, request: &[u8]) -> String {
+        self.stream.get_mut().write_all(request).unwrap();
+        self.line.clear();
+        self.stream.read_until(b'\n', &mut self.line).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&self.line).unwrap();
+        v["type"].as_str().unwrap_or_default().to_owned()
+    }
+
     fn call(&mut self) {
         self.stream.get_mut().write_all(&self.request).unwrap();
         self.line.clear();
@@ -198,6 +207,8 @@ struct Row {
     p50: Duration,
     p99: Duration,
     rps: f64,
+    /// p50 of the stages measured on the same daemon (daemon rows only).
+    parts: Vec<(&'static str, Duration)>,
 }
 
 fn ms(d: Duration) -> String {
@@ -222,6 +233,28 @@ fn bench_daemon(name: &str, base: &Path, upstream: &str, calls: usize) -> Row {
         lat.push(t.elapsed());
     }
     lat.sort();
+    // Where the time goes, on the same connection: the socket and protocol alone (`status`,
+    // no broker), and a call policy denies (workspace, policy and the audit append, no
+    // credential, no upstream).
+    let stages = [
+        ("status", &b"{\"v\":1,\"op\":\"status\"}\n"[..], "status"),
+        (
+            "denied call",
+            &b"{\"v\":1,\"op\":\"call\",\"action\":\"other.denied\"}\n"[..],
+            "error",
+        ),
+    ];
+    let mut parts = Vec::new();
+    for (what, line, want) in stages {
+        let mut t = Vec::with_capacity(calls);
+        for _ in 0..calls {
+            let start = Instant::now();
+            assert_eq!(c.raw(line), want, "{what}");
+            t.push(start.elapsed());
+        }
+        t.sort();
+        parts.push((what, percentile(&t, 0.5)));
+    }
     let per = calls / CONCURRENCY;
     let started = Instant::now();
     std::thread::scope(|s| {
@@ -241,6 +274,7 @@ fn bench_daemon(name: &str, base: &Path, upstream: &str, calls: usize) -> Row {
         p50: percentile(&lat, 0.5),
         p99: percentile(&lat, 0.99),
         rps,
+        parts,
     }
 }
 
@@ -284,6 +318,7 @@ fn bench_direct(rt: &tokio::runtime::Runtime, upstream: &str, calls: usize) -> R
             p50: percentile(&lat, 0.5),
             p99: percentile(&lat, 0.99),
             rps,
+            parts: Vec::new(),
         }
     })
 }
@@ -333,7 +368,7 @@ fn main() {
         ms(direct.p99),
         direct.rps
     );
-    for r in rows {
+    for r in &rows {
         println!(
             "| {} | {} | {} | {} | {:.2}× | {:.0} |",
             r.name,
@@ -342,6 +377,23 @@ fn main() {
             ms(r.p50.saturating_sub(direct.p50)),
             r.p50.as_secs_f64() / direct.p50.as_secs_f64(),
             r.rps
+        );
+    }
+    println!("\n| daemon | status p50 ms | denied call p50 ms | full call p50 ms |");
+    println!("|---|---:|---:|---:|");
+    for r in &rows {
+        let part = |w: &str| {
+            r.parts
+                .iter()
+                .find(|p| p.0 == w)
+                .map_or(Duration::ZERO, |p| p.1)
+        };
+        println!(
+            "| {} | {} | {} | {} |",
+            r.name,
+            ms(part("status")),
+            ms(part("denied call")),
+            ms(r.p50)
         );
     }
 }

@@ -342,6 +342,17 @@ async fn secret(paths: &Paths, command: SecretCommand) -> Result<u8> {
                     ),
                 ));
             }
+            // The redactor's own rules (punctuation or whitespace only, too large to search
+            // for): a value every later call would refuse is refused now.
+            outloop_core::redact::RedactorBuilder::new()
+                .floor(floor)
+                .add(&r.to_string(), &value)
+                .map_err(|e| {
+                    Error::new(
+                        ErrorKind::InvalidSecret,
+                        format!("refused: {}", e.message()),
+                    )
+                })?;
             backend.set(&r, value).await?;
             outln!("stored {r}");
             if let (Some(t), Some(c)) = (tenant, credential) {

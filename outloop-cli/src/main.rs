@@ -57,6 +57,7 @@ fn main() -> ExitCode {
             return ExitCode::from(u8::try_from(code).unwrap_or(2));
         }
     };
+    init_logging(&cli.command);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -82,4 +83,29 @@ fn main() -> ExitCode {
             ExitCode::from(u8::try_from(e.kind().exit_code()).unwrap_or(1))
         }
     }
+}
+
+/// Sends the libraries' warnings (`tracing`: a canary that cannot be fetched or searched for,
+/// a keystore that fell back to the identity file) to stderr, filtered by `OUTLOOP_LOG`
+/// (`tracing-subscriber` `EnvFilter` syntax, e.g. `warn` or `outloop_core=debug`).
+///
+/// Always on, at `warn`, for `outloop serve`: its stderr is the operator's log. For other
+/// commands only when `OUTLOOP_LOG` is set: an agent runs them, and a warning about a canary
+/// would tell it where the tripwires are (`outloop doctor` reports them to the human).
+fn init_logging(command: &cli::Command) {
+    let serve = matches!(command, cli::Command::Serve { .. });
+    let Some(filter) = std::env::var("OUTLOOP_LOG")
+        .ok()
+        .or_else(|| serve.then(|| "warn".to_owned()))
+    else {
+        return;
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .try_init();
 }

@@ -255,9 +255,6 @@ impl AuditLog {
     }
 
     fn open_append(&self) -> Result<File> {
-        if let Some(dir) = self.path.parent() {
-            create_private_dir(dir).map_err(|e| audit_err(dir, "cannot create directory", e))?;
-        }
         let mut opts = OpenOptions::new();
         opts.read(true).append(true).create(true);
         #[cfg(unix)]
@@ -265,8 +262,18 @@ impl AuditLog {
             use std::os::unix::fs::OpenOptionsExt;
             opts.mode(0o600);
         }
-        opts.open(&self.path)
-            .map_err(|e| audit_err(&self.path, "cannot open", e))
+        match opts.open(&self.path) {
+            // The directory is created only when missing, not on every batch.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if let Some(dir) = self.path.parent() {
+                    create_private_dir(dir)
+                        .map_err(|e| audit_err(dir, "cannot create directory", e))?;
+                }
+                opts.open(&self.path)
+            }
+            other => other,
+        }
+        .map_err(|e| audit_err(&self.path, "cannot open", e))
     }
 
     /// Reads the last `n` records (all when `n` is `None`), oldest first.

@@ -388,6 +388,15 @@ impl Broker {
     }
 
     async fn append_audit(&self, mut record: AuditRecord) -> Result<()> {
+        // The append blocks (file lock, write, fsync). On a multi-threaded runtime it runs
+        // right here with `block_in_place`, which moves this worker's other tasks to another
+        // thread instead of making this request wait for a blocking-pool thread to wake up
+        // and then wake it back (two thread hand-offs per request, the largest part of the
+        // daemon's added latency). Elsewhere (a current-thread runtime) it goes to the pool.
+        let flavor = tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor());
+        if matches!(flavor, Ok(tokio::runtime::RuntimeFlavor::MultiThread)) {
+            return tokio::task::block_in_place(|| self.audit.append(&mut record));
+        }
         let audit = Arc::clone(&self.audit);
         tokio::task::spawn_blocking(move || audit.append(&mut record))
             .await

@@ -31,7 +31,8 @@ pub fn canonical_dir(dir: &Path) -> Result<PathBuf> {
 }
 
 /// The working directory of the process at the other end of a Unix socket, as the OS reports
-/// it: on Linux the peer's pid from `SO_PEERCRED`, then `/proc/<pid>/cwd`, canonicalized.
+/// it: on Linux the peer's pid from `SO_PEERCRED`, then `/proc/<pid>/cwd` (absolute, with
+/// symlinks resolved by the kernel).
 /// Frontends that accept local connections (the daemon) use this for workspace identity, so a
 /// client cannot claim another directory; without a socket, the caller's own working
 /// directory is used instead.
@@ -60,14 +61,14 @@ pub fn peer_dir(stream: &tokio::net::UnixStream) -> Result<PathBuf> {
 #[cfg(target_os = "linux")]
 fn proc_cwd(pid: i32) -> Result<PathBuf> {
     let link = PathBuf::from(format!("/proc/{pid}/cwd"));
-    std::fs::read_link(&link)
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::Unavailable,
-                format!("cannot read the working directory of process {pid}: {e}"),
-            )
-        })
-        .and_then(|dir| canonical_dir(&dir))
+    // The kernel reports the absolute path with symlinks resolved; [`resolve`] canonicalizes
+    // it once more (and fails on a deleted directory, shown as `<path> (deleted)`).
+    std::fs::read_link(&link).map_err(|e| {
+        Error::new(
+            ErrorKind::Unavailable,
+            format!("cannot read the working directory of process {pid}: {e}"),
+        )
+    })
 }
 
 #[cfg(not(target_os = "linux"))]

@@ -91,8 +91,30 @@ fn malformed_reference_and_short_secret_are_refused() {
     let r = env.run_with_stdin(&["secret", "set", "vault://acme/empty"], &env.root, b"\n");
     assert_eq!(r.code, 4);
     assert!(r.stderr.contains("empty"), "{}", r.stderr);
+    // Values the redactor could never search for are refused when stored, not at every call.
+    for (name, value) in [("punct", &b"!!!!!!!!!!!!"[..]), ("spaces", b"        ")] {
+        let r = env.run_with_stdin(
+            &["secret", "set", &format!("vault://acme/{name}")],
+            &env.root,
+            value,
+        );
+        assert_eq!(r.code, 4, "{name}: {}", r.stderr);
+        one_line(&r.stderr);
+        assert!(
+            r.stderr
+                .contains("made only of punctuation, whitespace or control characters"),
+            "{name}: {}",
+            r.stderr
+        );
+    }
     let list = env.run(&["secret", "list"], &env.root).stdout;
-    assert!(!list.contains("short") && !list.contains("empty"), "{list}");
+    assert!(
+        !list.contains("short")
+            && !list.contains("empty")
+            && !list.contains("punct")
+            && !list.contains("spaces"),
+        "{list}"
+    );
     // A secret value is never taken from argv.
     let r = env.run(
         &["secret", "set", "vault://acme/x", "FAKE-value-in-argv"],

@@ -144,3 +144,41 @@ fn canary_in_exec_output_is_redacted_and_alerted_with_and_without_the_daemon() {
     );
     env.assert_no_leak();
 }
+
+/// A canary reference that cannot be fetched is reported in the daemon's log (its operator's
+/// stderr), naming the tenant and the reference, while the agent-facing CLI stays quiet about
+/// it unless `OUTLOOP_LOG` asks; the call itself goes on either way.
+#[test]
+fn an_unfetchable_canary_is_logged_by_the_daemon_not_shown_to_the_agent() {
+    use super::daemon::{Daemon, run_env};
+    let env = Env::new("[policy.tenants.acme]\nallow = [\"exec:echo\"]\n");
+    let cfg = env.config_path();
+    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
+        "[tenants.globex]\n",
+        "[tenants.globex]\ncanaries = [\"vault://globex/missing-canary\"]\n",
+        1,
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let args = ["exec", "--credential", "echo", "--", "true"];
+    let quiet = run_env(&env, &args, &env.acme, &[]);
+    assert_eq!(quiet.code, 0, "{}", quiet.stderr);
+    assert_eq!(quiet.stderr, "", "the agent's stderr names no canary");
+    let asked = run_env(&env, &args, &env.acme, &[("OUTLOOP_LOG", "warn")]);
+    assert_eq!(asked.code, 0, "{}", asked.stderr);
+    assert!(
+        asked.stderr.contains("a canary cannot be resolved")
+            && asked.stderr.contains("vault://globex/missing-canary"),
+        "{}",
+        asked.stderr
+    );
+    let mut d = Daemon::start(&env);
+    let via = run_env(&env, &args, &env.acme, &[]);
+    assert_eq!(via.code, 0, "{}", via.stderr);
+    assert_eq!(via.stderr, "");
+    let line = d.wait_line("a canary cannot be resolved");
+    assert!(
+        line.contains("tenant=globex") && line.contains("vault://globex/missing-canary"),
+        "{line}"
+    );
+    env.assert_no_leak();
+}

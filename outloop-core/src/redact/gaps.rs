@@ -3,9 +3,11 @@
 //!
 //! A gap is one of: a C0 control character other than tab, line feed and carriage return
 //! (those separate tokens in nearly all text, so they are not gaps; a multi-line secret
-//! registers its lines instead), DEL, an ANSI SGR colour sequence `ESC [ <digits and ;> m`
-//! (at most [`MAX_SGR_PARAMS`] parameter bytes), or a zero-width character (U+200B, U+200C,
-//! U+200D, U+FEFF, in UTF-8). An incomplete sequence at the very end of the haystack counts
+//! registers its lines instead), DEL, an ANSI control sequence `ESC [ <parameters>
+//! <intermediates> <final>` (ECMA-48 CSI: colours `…m` in either the `;` or the `:` form,
+//! erase-line `…K` as GNU grep and gcc write after each colour, cursor moves; at most
+//! [`MAX_SGR_PARAMS`] parameter and intermediate bytes), or a zero-width character (U+200B,
+//! U+200C, U+200D, U+2060 word joiner, U+FEFF, in UTF-8). An incomplete sequence at the very end of the haystack counts
 //! as a gap, so a stream holds it back with the secret prefix before it.
 //!
 //! # Line-wrapped base64
@@ -37,7 +39,7 @@ use std::ops::Range;
 use zeroize::Zeroizing;
 
 /// The most parameter bytes in an ANSI colour sequence treated as a gap.
-pub(super) const MAX_SGR_PARAMS: usize = 16;
+pub(super) const MAX_SGR_PARAMS: usize = 24;
 
 /// The longest run of gap bytes a match may span.
 pub(super) const MAX_GAP_RUN: usize = 32;
@@ -135,22 +137,24 @@ fn gap_len(hay: &[u8], i: usize) -> usize {
             if rest[1] != b'[' {
                 return 1;
             }
+            // ECMA-48 CSI: parameter bytes 0x30-0x3F, intermediate bytes 0x20-0x2F, then
+            // one final byte 0x40-0x7E.
             let params = rest[2..]
                 .iter()
                 .take(MAX_SGR_PARAMS + 1)
-                .take_while(|b| b.is_ascii_digit() || **b == b';')
+                .take_while(|&&b| (0x20..=0x3f).contains(&b))
                 .count();
             match rest.get(2 + params) {
                 None if params <= MAX_SGR_PARAMS => rest.len(),
-                Some(b'm') if params <= MAX_SGR_PARAMS => 3 + params,
+                Some(0x40..=0x7e) if params <= MAX_SGR_PARAMS => 3 + params,
                 _ => 1,
             }
         }
         b'\t' | b'\n' | b'\r' => 0,
         b if b < 0x20 || b == 0x7f => 1,
         0xe2 => match rest {
-            [_, 0x80, 0x8b..=0x8d, ..] => 3,
-            [_] | [_, 0x80] => rest.len(),
+            [_, 0x80, 0x8b..=0x8d, ..] | [_, 0x81, 0xa0, ..] => 3,
+            [_] | [_, 0x80 | 0x81] => rest.len(),
             _ => 0,
         },
         0xef => match rest {

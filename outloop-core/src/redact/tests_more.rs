@@ -598,3 +598,119 @@ proptest! {
         prop_assert_eq!(r.redact(&out).output, out);
     }
 }
+
+/// JSON and HTML encoders that escape only some characters, or every character, or write
+/// hex in upper case: each such form is found whole and across every split.
+#[test]
+fn partial_and_uppercase_json_and_html_escapes() {
+    let aws = redactor(&[("k", b"wJalrXUtnFEMI/K7MDENG/bPxRfiCYFAKEKEY+abc")]);
+    let mixed = redactor(&[("m", b"FAKEab+cd/ef=gh")]);
+    let uni = redactor(&[("u", "FAKEé☃😀xyz".as_bytes())]);
+    let alnum = redactor(&[("a", b"FAKEtoken123")]);
+    type Case<'a> = (&'a str, &'a SecretRedactor, &'a [u8], &'a [u8]);
+    let cases: &[Case] = &[
+        // .NET System.Text.Json escapes `+` only, in upper-case hex.
+        (
+            "json_plus_only_upper",
+            &aws,
+            br#"{"k":"wJalrXUtnFEMI/K7MDENG/bPxRfiCYFAKEKEY\u002Babc"}"#,
+            br#"{"k":"[REDACTED:k]"}"#,
+        ),
+        (
+            "json_plus_only_lower",
+            &aws,
+            br#"{"k":"wJalrXUtnFEMI/K7MDENG/bPxRfiCYFAKEKEY\u002babc"}"#,
+            br#"{"k":"[REDACTED:k]"}"#,
+        ),
+        (
+            "json_two_of_three",
+            &mixed,
+            br#""FAKEab\u002Bcd/ef\u003Dgh""#,
+            br#""[REDACTED:m]""#,
+        ),
+        (
+            "json_non_ascii_upper_hex",
+            &uni,
+            br#""FAKE\u00E9\u2603\uD83D\uDE00xyz""#,
+            br#""[REDACTED:u]""#,
+        ),
+        (
+            "json_every_character",
+            &alnum,
+            br#""\u0046\u0041\u004b\u0045\u0074\u006f\u006b\u0065\u006e\u0031\u0032\u0033""#,
+            br#""[REDACTED:a]""#,
+        ),
+        (
+            "html_slash_only_hex",
+            &mixed,
+            b"<p>FAKEab+cd&#x2F;ef=gh</p>",
+            b"<p>[REDACTED:m]</p>",
+        ),
+        (
+            "html_plus_only_decimal",
+            &mixed,
+            b"<p>FAKEab&#43;cd/ef=gh</p>",
+            b"<p>[REDACTED:m]</p>",
+        ),
+        (
+            "html_non_ascii_decimal",
+            &uni,
+            b"<p>FAKE&#233;&#9731;&#128512;xyz</p>",
+            b"<p>[REDACTED:u]</p>",
+        ),
+        (
+            "html_every_character_upper_x",
+            &alnum,
+            b"&#X46;&#X41;&#X4B;&#X45;&#X74;&#X6F;&#X6B;&#X65;&#X6E;&#X31;&#X32;&#X33;",
+            b"[REDACTED:a]",
+        ),
+        (
+            "html_every_character_decimal",
+            &alnum,
+            b"&#70;&#65;&#75;&#69;&#116;&#111;&#107;&#101;&#110;&#49;&#50;&#51;",
+            b"[REDACTED:a]",
+        ),
+    ];
+    for (name, r, input, expected) in cases {
+        check(r, name, input, expected, 1);
+    }
+}
+
+/// Terminal sequences programs print inside a matched word: GNU grep's colour with erase-line
+/// (`ESC[01;31mESC[K … ESC[mESC[K`), the `:` colour form, a cursor move, a word joiner.
+#[test]
+fn control_sequences_and_word_joiner_inside_a_secret() {
+    let r = redactor(&[("t", b"FAKEacmeTOKEN0123456789abcdef")]);
+    type Case<'a> = (&'a str, &'a [u8], &'a [u8]);
+    let cases: &[Case] = &[
+        (
+            "grep_color_always",
+            b"FAKEacme\x1b[01;31m\x1b[KTOKEN\x1b[m\x1b[K0123456789abcdef\n",
+            b"[REDACTED:t]\n",
+        ),
+        (
+            "colon_truecolor",
+            b"x FAKEacme\x1b[38:2::255:0:0mTOKEN0123456789abcdef y",
+            b"x [REDACTED:t] y",
+        ),
+        (
+            "cursor_forward",
+            b"FAKEacmeTOKEN\x1b[1C0123456789abcdef",
+            b"[REDACTED:t]",
+        ),
+        (
+            "word_joiner",
+            "FAKEacme\u{2060}TOKEN0123456789abcdef".as_bytes(),
+            b"[REDACTED:t]",
+        ),
+        (
+            "csi_before_text_is_not_a_secret",
+            b"\x1b[2Jplain text",
+            b"\x1b[2Jplain text",
+        ),
+    ];
+    for (name, input, expected) in cases {
+        let count = usize::from(input != expected);
+        check(&r, name, input, expected, count);
+    }
+}

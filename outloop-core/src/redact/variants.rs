@@ -79,6 +79,7 @@ fn variants(raw: &[u8], floor: usize) -> Vec<Variant> {
     out.push(copy(raw));
     hex_forms(raw, &mut out);
     html_forms(raw, &mut out);
+    html_numeric_forms(raw, &mut out);
     let mut percent = Vec::new();
     percent_forms(raw, &mut percent);
     // A percent form that keeps `"`, `\` or `/` raw is escaped again when it sits in a JSON
@@ -151,6 +152,95 @@ fn html_forms(raw: &[u8], out: &mut Vec<Variant>) {
             e.push(b';');
         }
         out.push(e);
+    }
+}
+
+/// A numeric character reference for `code`: decimal `&#NN;`, or hex `&#xNN;` / `&#XNN;`
+/// with `digits`.
+fn push_char_ref(e: &mut Vec<u8>, code: u32, style: HtmlRef) {
+    e.extend_from_slice(b"&#");
+    match style {
+        HtmlRef::Decimal => {
+            let mut buf = [0u8; 10];
+            let mut n = code;
+            let mut i = buf.len();
+            loop {
+                i -= 1;
+                buf[i] = b'0' + (n % 10) as u8;
+                n /= 10;
+                if n == 0 {
+                    break;
+                }
+            }
+            e.extend_from_slice(&buf[i..]);
+            buf.fill(0);
+        }
+        HtmlRef::Hex(x, digits) => {
+            e.push(x);
+            let width = (32 - code.leading_zeros()).div_ceil(4).max(2);
+            for k in (0..width).rev() {
+                e.push(digits[((code >> (4 * k)) & 0xf) as usize]);
+            }
+        }
+    }
+    e.push(b';');
+}
+
+/// How a numeric character reference is written.
+#[derive(Clone, Copy)]
+enum HtmlRef {
+    Decimal,
+    /// `x` or `X`, and the hex digits.
+    Hex(u8, &'static [u8; 16]),
+}
+
+/// Numeric references beyond the uniform forms of [`html_forms`]: every character as a
+/// reference, letters included (`&#70;&#65;…`, `&#x46;…`, `&#X46;…`); non-ASCII characters as
+/// references of their code point (`&#233;`); and, as OWASP-style encoders escape some
+/// punctuation and not the rest, every subset of the secret's distinct punctuation as
+/// references, the rest raw (or as the named entity where HTML requires one).
+fn html_numeric_forms(raw: &[u8], out: &mut Vec<Variant>) {
+    let Ok(text) = std::str::from_utf8(raw) else {
+        return;
+    };
+    let styles = [
+        HtmlRef::Decimal,
+        HtmlRef::Hex(b'x', HEX_LOWER),
+        HtmlRef::Hex(b'x', HEX_UPPER),
+        HtmlRef::Hex(b'X', HEX_UPPER),
+    ];
+    let build = |escape: &dyn Fn(char) -> bool, style: HtmlRef| {
+        let mut e = Zeroizing::new(Vec::with_capacity(text.len() * 10));
+        for c in text.chars() {
+            if escape(c) {
+                push_char_ref(&mut e, u32::from(c), style);
+                continue;
+            }
+            match c {
+                '&' => e.extend_from_slice(b"&amp;"),
+                '<' => e.extend_from_slice(b"&lt;"),
+                '>' => e.extend_from_slice(b"&gt;"),
+                '"' => e.extend_from_slice(b"&quot;"),
+                _ => {
+                    let mut buf = [0u8; 4];
+                    e.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                    buf.fill(0);
+                }
+            }
+        }
+        e
+    };
+    for style in styles {
+        out.push(build(&|_| true, style));
+        if !text.is_ascii() {
+            out.push(build(&|c| !c.is_ascii_alphanumeric(), style));
+            out.push(build(&|c| !c.is_ascii(), style));
+        }
+    }
+    for escaped in escape_subsets(raw) {
+        for style in styles {
+            out.push(build(&|c| c.is_ascii() && escaped(c as u8), style));
+        }
     }
 }
 
@@ -247,6 +337,33 @@ fn optional(b: u8) -> bool {
     !always_kept(b) && (b.is_ascii_punctuation() || b == b' ')
 }
 
+/// The distinct [`optional`] bytes of `raw`, sorted.
+fn optional_bytes(raw: &[u8]) -> Vec<u8> {
+    let mut opt: Vec<u8> = raw.iter().copied().filter(|&b| optional(b)).collect();
+    opt.sort_unstable();
+    opt.dedup();
+    opt
+}
+
+/// For a secret with at most [`MAX_OPTIONAL`] distinct [`optional`] bytes, every subset of
+/// them, as a test "is this byte in the subset" (the empty subset first); for more, none.
+fn escape_subsets(raw: &[u8]) -> Vec<Box<dyn Fn(u8) -> bool>> {
+    let opt = optional_bytes(raw);
+    if opt.is_empty() || opt.len() > MAX_OPTIONAL {
+        return Vec::new();
+    }
+    (0u32..(1 << opt.len()))
+        .map(|mask| {
+            let opt = opt.clone();
+            Box::new(move |b: u8| {
+                opt.iter()
+                    .position(|&o| o == b)
+                    .is_some_and(|i| mask & (1 << i) != 0)
+            }) as Box<dyn Fn(u8) -> bool>
+        })
+        .collect()
+}
+
 /// Percent-encoding as real encoders write it. Encoders disagree on which punctuation they
 /// leave alone (RFC 3986 unreserved, WHATWG form, `encodeURIComponent`, Werkzeug and Python
 /// `quote` with their own safe sets, servers that re-quote a URL), so for a secret with at most
@@ -254,9 +371,7 @@ fn optional(b: u8) -> bool {
 /// more, the RFC 3986 and WHATWG form sets. Each form in either hex case, with space as `%20`
 /// or `+`.
 fn percent_forms(raw: &[u8], out: &mut Vec<Variant>) {
-    let mut opt: Vec<u8> = raw.iter().copied().filter(|&b| optional(b)).collect();
-    opt.sort_unstable();
-    opt.dedup();
+    let opt = optional_bytes(raw);
     let masks: Vec<Box<dyn Fn(u8) -> bool>> = if opt.len() <= MAX_OPTIONAL {
         (0u32..(1 << opt.len()))
             .map(|mask| {
@@ -364,6 +479,58 @@ fn json_forms(raw: &[u8], out: &mut Vec<Variant>) {
     for style in styles {
         out.push(json_escape(text, style));
     }
+    // Non-ASCII as `\uXXXX` in upper-case hex (Jackson, .NET), and every character escaped,
+    // letters included, in either hex case.
+    if !text.is_ascii() {
+        out.push(json_custom(text, &|_| false, HEX_UPPER, true));
+    }
+    for digits in [HEX_LOWER, HEX_UPPER] {
+        out.push(json_custom(text, &|_| true, digits, true));
+    }
+    // Encoders that escape some punctuation and not the rest (.NET's System.Text.Json
+    // escapes `+` as `\u002B` by default, others `'`, `=` or `/`): every subset of the
+    // secret's distinct punctuation, as `\u00XX` in either hex case, non-ASCII raw or
+    // escaped in the same case.
+    for escaped in escape_subsets(raw) {
+        for digits in [HEX_LOWER, HEX_UPPER] {
+            for ascii in [false, true] {
+                if ascii && text.is_ascii() {
+                    continue;
+                }
+                out.push(json_custom(text, &|b| escaped(b), digits, ascii));
+            }
+        }
+    }
+}
+
+/// `text` as a JSON string body with the ASCII bytes for which `escape` holds as `\u00XX`
+/// (`digits` hex), JSON's required escapes (`\"`, `\\`, control characters) otherwise,
+/// and non-ASCII characters as `\uXXXX` (surrogate pairs, `digits` hex) when `ascii`.
+fn json_custom(text: &str, escape: &dyn Fn(u8) -> bool, digits: &[u8; 16], ascii: bool) -> Variant {
+    let mut e = Zeroizing::new(Vec::with_capacity(text.len() * 6));
+    let mut utf16 = [0u16; 2];
+    for c in text.chars() {
+        if c.is_ascii() {
+            let b = c as u8;
+            if escape(b) || b < b' ' {
+                push_u_escape(&mut e, u16::from(b), digits);
+            } else if b == b'"' || b == b'\\' {
+                e.extend_from_slice(&[b'\\', b]);
+            } else {
+                e.push(b);
+            }
+        } else if ascii {
+            for unit in c.encode_utf16(&mut utf16).iter() {
+                push_u_escape(&mut e, *unit, digits);
+            }
+        } else {
+            let mut buf = [0u8; 4];
+            e.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            buf.fill(0);
+        }
+    }
+    utf16.fill(0);
+    e
 }
 
 fn json_escape(text: &str, style: JsonStyle) -> Variant {
