@@ -128,6 +128,10 @@ pub const MAX_PATTERN_BYTES: usize = 64 << 20;
 /// 1 KiB of memory per pattern byte at worst); above it, a contiguous NFA (fast to build).
 pub const DFA_PATTERN_BYTES: usize = 16 << 10;
 
+/// [`Redactor::redact`] works through its input in slices of this many bytes (64 KiB), as a
+/// stream would.
+const WHOLE_CHUNK: usize = 64 << 10;
+
 /// The base64-alphabet text a base64 form of a secret is masked with (repeated and cut to
 /// the length of the replaced run; `=` padding is kept).
 pub const BASE64_MASK: &[u8; 8] = b"REDACTED";
@@ -614,19 +618,16 @@ impl SecretRedactor {
 
 impl Redactor for SecretRedactor {
     fn redact(&self, input: &[u8]) -> Redacted {
+        // A stream fed WHOLE_CHUNK slices: the same output by construction, and the work
+        // that depends on the haystack's size stays local (a gap character or a wrapped
+        // base64 line makes a skeleton of its own slice, not of the whole input).
         let mut output = Vec::with_capacity(input.len());
-        let mut cursor = Cursor::default();
-        let mut tally = Tally::default();
-        let skeleton = Skeleton::build(input);
-        self.inner.process(
-            input,
-            input.len(),
-            skeleton.as_ref(),
-            &mut cursor,
-            &mut output,
-            &mut tally,
-        );
-        let findings = self.inner.findings(&tally);
+        let mut stream = self.stream_session();
+        for chunk in input.chunks(WHOLE_CHUNK) {
+            stream.push(chunk, &mut output);
+        }
+        stream.finish(&mut output);
+        let findings = stream.findings();
         Redacted {
             output,
             count: findings.count,
@@ -955,6 +956,7 @@ impl Inner {
     fn hold_start(&self, hay: &[u8], skeleton: Option<&Skeleton>) -> usize {
         let mut hold = self.prefix_start(hay);
         if let Some(sk) = skeleton
+            && sk.reaches_end()
             && let Some(seg) = sk.segments().last()
         {
             let bytes = sk.bytes(seg.clone());
@@ -1050,7 +1052,7 @@ impl SecretRedactStream {
         out: &mut Vec<u8>,
         tally: &mut Tally,
     ) -> usize {
-        let skeleton = Skeleton::build_after(hay, cursor.context.base64_run);
+        let skeleton = Skeleton::build_near(hay, cursor.context.base64_run, inner.max_len);
         let hold = inner.hold_start(hay, skeleton.as_ref());
         inner.process(hay, hold, skeleton.as_ref(), cursor, out, tally);
         cursor.context.advance(&hay[..hold]);
@@ -1098,8 +1100,11 @@ impl RedactStream for SecretRedactStream {
                 out,
                 &mut self.tally,
             );
-            // Zero the released bytes before they slide out of the live part of the buffer.
-            self.held[..hold].zeroize();
+            // Zero the released bytes before they slide out of the live part of the buffer,
+            // when a secret was among them; bytes released verbatim are in the output anyway.
+            if self.tally.count != before {
+                self.held[..hold].zeroize();
+            }
             self.held.drain(..hold);
         }
         self.tally.count - before
@@ -1107,7 +1112,11 @@ impl RedactStream for SecretRedactStream {
 
     fn finish(&mut self, out: &mut Vec<u8>) -> usize {
         let before = self.tally.count;
-        let skeleton = Skeleton::build_after(&self.held, self.cursor.context.base64_run);
+        let skeleton = Skeleton::build_near(
+            &self.held,
+            self.cursor.context.base64_run,
+            self.inner.max_len,
+        );
         self.inner.process(
             &self.held,
             self.held.len(),

@@ -112,6 +112,8 @@ pub(super) struct Skeleton {
     /// `origin[i]` is the haystack position of `bytes[i]`.
     origin: Vec<usize>,
     segments: Vec<Range<usize>>,
+    /// Whether the kept stretches reach the end of the haystack.
+    reaches_end: bool,
 }
 
 /// A cheap, vectorisable test: false means the haystack holds no gap (true may be wrong).
@@ -124,6 +126,11 @@ fn may_hold_gap(hay: &[u8]) -> bool {
                 | (b == 0xef)
         })
     })
+}
+
+/// Whether a gap character may start with byte `b` (see [`gap_len`]).
+fn may_start_gap(b: u8) -> bool {
+    (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) || matches!(b, 0x7f | 0xe2 | 0xef)
 }
 
 /// The length of the gap starting at `hay[i]`, or 0.
@@ -169,6 +176,7 @@ fn gap_len(hay: &[u8], i: usize) -> usize {
 impl Skeleton {
     /// The skeleton of `hay`, or `None` when it holds no gap (the common case, decided by
     /// one fast pass). `hay` is taken to start the input; see [`Skeleton::build_after`].
+    #[cfg(test)]
     pub(super) fn build(hay: &[u8]) -> Option<Skeleton> {
         Self::build_after(hay, 0)
     }
@@ -176,57 +184,112 @@ impl Skeleton {
     /// The skeleton of `hay` when the input before it ended with `before` base64-alphabet
     /// bytes (from [`base64_run_after`]; 0 at the start of the input), which decides whether a
     /// line break in `hay`'s first [`LINE_RUN`] bytes is a gap.
+    #[cfg(test)]
     pub(super) fn build_after(hay: &[u8], before: usize) -> Option<Skeleton> {
+        Self::build_near(hay, before, usize::MAX)
+    }
+
+    /// As [`Skeleton::build_after`], keeping only the bytes within `reach` (the longest
+    /// form's length) of some gap: a match that holds no gap is found in the haystack itself,
+    /// and one that holds a gap lies within `reach` non-gap bytes of it on either side, and of
+    /// each further gap it holds. So the work and memory grow with the gaps and their
+    /// surroundings, not with the haystack (one wrapped base64 line in a 64 KiB slice costs a
+    /// few hundred bytes). Stretches far apart become separate segments.
+    pub(super) fn build_near(hay: &[u8], before: usize, reach: usize) -> Option<Skeleton> {
         let lines = line_gaps(hay, before);
-        let first_char = if may_hold_gap(hay) {
-            (0..hay.len()).find(|&i| gap_len(hay, i) > 0)
-        } else {
-            None
-        };
-        let first = match (lines.first(), first_char) {
-            (Some(&(l, _)), Some(c)) => l.min(c),
-            (Some(&(l, _)), None) => l,
-            (None, c) => c?,
-        };
+        let chars = may_hold_gap(hay);
+        if lines.is_empty() && !chars {
+            return None;
+        }
+        // Every gap, in order: line gaps from the list, gap characters found by a byte test
+        // that rules out all but their possible first bytes.
+        let mut gaps: Vec<(usize, usize)> = Vec::new();
         let mut lines = lines.into_iter().peekable();
-        // The gap at `i`: a line gap when one starts there, else a gap character.
-        let mut gap_at = |i: usize| match lines.peek() {
-            Some(&(at, len)) if at == i => {
-                lines.next();
-                len
-            }
-            _ => gap_len(hay, i),
-        };
-        let mut bytes = Zeroizing::new(Vec::with_capacity(hay.len()));
-        let mut origin = Vec::with_capacity(hay.len());
-        bytes.extend_from_slice(&hay[..first]);
-        origin.extend(0..first);
-        let mut segments = Vec::new();
-        let mut seg_start = 0;
-        let mut run = 0;
-        let mut i = first;
+        let mut i = 0;
         while i < hay.len() {
-            let g = gap_at(i);
-            if g > 0 {
-                run += g;
-                i += g;
-                if run > MAX_GAP_RUN && seg_start < bytes.len() {
-                    segments.push(seg_start..bytes.len());
-                    seg_start = bytes.len();
-                }
+            if let Some(&(at, len)) = lines.peek()
+                && at == i
+            {
+                lines.next();
+                gaps.push((at, len));
+                i += len;
                 continue;
             }
-            run = 0;
-            bytes.push(hay[i]);
-            origin.push(i);
-            i += 1;
+            if chars && may_start_gap(hay[i]) {
+                let g = gap_len(hay, i);
+                if g > 0 {
+                    gaps.push((i, g));
+                    i += g;
+                    continue;
+                }
+            }
+            match lines.peek() {
+                // Nothing but line gaps left: jump to the next one.
+                Some(&(at, _)) if !chars => i = at,
+                None if !chars => break,
+                _ => i += 1,
+            }
         }
-        segments.push(seg_start..bytes.len());
+        if gaps.is_empty() {
+            return None;
+        }
+        // The stretches to keep: `reach` bytes around each gap, merged.
+        let mut windows: Vec<Range<usize>> = Vec::new();
+        for &(at, len) in &gaps {
+            let lo = at.saturating_sub(reach);
+            let hi = (at + len).saturating_add(reach).min(hay.len());
+            match windows.last_mut() {
+                Some(w) if lo <= w.end => w.end = w.end.max(hi),
+                _ => windows.push(lo..hi),
+            }
+        }
+        let kept: usize = windows.iter().map(|w| w.end - w.start).sum();
+        let mut bytes = Zeroizing::new(Vec::with_capacity(kept));
+        let mut origin = Vec::with_capacity(kept);
+        let mut segments = Vec::new();
+        let mut gaps = gaps.into_iter().peekable();
+        for w in &windows {
+            let mut seg_start = bytes.len();
+            let mut run = 0;
+            let mut i = w.start;
+            while i < w.end {
+                while gaps.peek().is_some_and(|&(at, _)| at < i) {
+                    gaps.next();
+                }
+                if let Some(&(at, len)) = gaps.peek()
+                    && at == i
+                {
+                    gaps.next();
+                    run += len;
+                    i += len;
+                    if run > MAX_GAP_RUN && seg_start < bytes.len() {
+                        segments.push(seg_start..bytes.len());
+                        seg_start = bytes.len();
+                    }
+                    continue;
+                }
+                run = 0;
+                bytes.push(hay[i]);
+                origin.push(i);
+                i += 1;
+            }
+            if seg_start < bytes.len() {
+                segments.push(seg_start..bytes.len());
+            }
+        }
+        let reaches_end = windows.last().is_some_and(|w| w.end == hay.len());
         Some(Skeleton {
             bytes,
             origin,
             segments,
+            reaches_end,
         })
+    }
+
+    /// Whether the last segment reaches the haystack's end (so a secret prefix at its end is
+    /// one at the haystack's end).
+    pub(super) fn reaches_end(&self) -> bool {
+        self.reaches_end
     }
 
     /// The segments (ranges of skeleton positions) a match may lie in.

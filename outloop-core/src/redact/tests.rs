@@ -15,7 +15,7 @@ pub(super) fn redactor(secrets: &[(&str, &[u8])]) -> SecretRedactor {
 }
 
 /// Feeds `input` in pieces of `size` bytes and returns the output and the total count.
-fn stream_in_chunks(r: &SecretRedactor, input: &[u8], size: usize) -> (Vec<u8>, usize) {
+pub(super) fn stream_in_chunks(r: &SecretRedactor, input: &[u8], size: usize) -> (Vec<u8>, usize) {
     let mut s = r.stream();
     let mut out = Vec::new();
     let mut count = 0;

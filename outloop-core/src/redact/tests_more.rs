@@ -8,7 +8,7 @@ use base64::Engine as _;
 use proptest::prelude::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::tests::{check, redactor};
+use super::tests::{check, redactor, stream_in_chunks};
 use super::*;
 
 #[test]
@@ -713,4 +713,27 @@ fn control_sequences_and_word_joiner_inside_a_secret() {
         let count = usize::from(input != expected);
         check(&r, name, input, expected, count);
     }
+}
+
+/// A gap in a large haystack makes a skeleton of its surroundings only, and a secret with a
+/// gap inside is still found there, whole and streamed.
+#[test]
+fn skeleton_keeps_only_the_surroundings_of_gaps() {
+    use super::gaps::Skeleton;
+    let mut hay = vec![b'.'; 200_000];
+    hay[100_000] = 0x07;
+    let sk = Skeleton::build_near(&hay, 0, 64).expect("a gap");
+    let kept: usize = sk.segments().iter().map(|s| s.end - s.start).sum();
+    assert_eq!(kept, 128, "64 bytes each side of the gap");
+    assert!(!sk.reaches_end());
+    let r = redactor(&[("t", b"FAKEacmeTOKEN0123456789abcdef")]);
+    let mut input = vec![b'.'; 200_000];
+    input.extend_from_slice(b"FAKEacme\x07TOKEN0123456789abcdef");
+    input.extend_from_slice(&[b'.'; 100_000]);
+    let mut want = vec![b'.'; 200_000];
+    want.extend_from_slice(b"[REDACTED:t]");
+    want.extend_from_slice(&[b'.'; 100_000]);
+    let whole = r.redact(&input);
+    assert!(whole.output == want && whole.count == 1);
+    assert_eq!(stream_in_chunks(&r, &input, 4096), (want, 1));
 }
