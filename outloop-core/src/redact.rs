@@ -104,7 +104,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, Input, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, Anchored, Input, MatchKind, StartKind};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::{Error, ErrorKind, Result};
@@ -510,6 +510,8 @@ fn compile(patterns: &[Pattern], fold: bool) -> Result<Option<AhoCorasick>> {
     let total: usize = patterns.iter().map(|p| p.bytes.len()).sum();
     AhoCorasick::builder()
         .match_kind(MatchKind::LeftmostLongest)
+        // Anchored searches at the sampler's candidate starts; unanchored ones without it.
+        .start_kind(StartKind::Both)
         .ascii_case_insensitive(fold)
         // Past the threshold a DFA takes seconds to build (a 4 kB PEM-sized secret has about
         // 120 kB of forms), and aho-corasick's own choice is still a DFA for few patterns, so
@@ -662,6 +664,14 @@ impl BaselineScanner {
     pub fn match_count(&self, input: &[u8]) -> usize {
         self.ac.find_iter(input).count()
     }
+}
+
+/// Where [`Inner::find_in`] looks for matches.
+enum Candidates {
+    /// Positions where a match may start: one anchored search at each.
+    Starts(std::ops::Range<usize>),
+    /// A stretch to scan, every match lying inside it.
+    Scan(std::ops::Range<usize>),
 }
 
 /// The shared, immutable part of a [`SecretRedactor`].
@@ -843,25 +853,27 @@ impl Inner {
         }
     }
 
-    /// Calls `f` with each range of `hay` the automata must search for matches that start
-    /// before `limit`, in order: the sampler's regions, or all of `hay` without a sampler.
-    fn each_region(&self, hay: &[u8], limit: usize, mut f: impl FnMut(std::ops::Range<usize>)) {
+    /// Calls `f` with the parts of `hay` the automata must search for matches that start
+    /// before `limit`, in order: with a sampler, ranges of candidate start positions (an
+    /// anchored search at each); without, all of `hay` (scanned).
+    fn each_region(&self, hay: &[u8], limit: usize, mut f: impl FnMut(Candidates)) {
         if self.automaton.is_none() && self.folded_automaton.is_none() {
             return;
         }
         match &self.sampler {
-            Some(sampler) => sampler.regions(hay, limit).for_each(f),
-            None => f(0..hay.len()),
+            Some(sampler) => sampler
+                .starts(hay, limit)
+                .for_each(|r| f(Candidates::Starts(r))),
+            None => f(Candidates::Scan(0..hay.len())),
         }
     }
 
-    /// Appends to `found` the longest match of each automaton at every position in `region`
-    /// where one starts before `limit` and ends inside `region`, as `(start, end, pattern
-    /// id)`.
+    /// Appends to `found` the longest match of each automaton at every position where one
+    /// starts before `limit`, among `candidates`, as `(start, end, pattern id)`.
     fn find_in(
         &self,
         hay: &[u8],
-        region: std::ops::Range<usize>,
+        candidates: Candidates,
         limit: usize,
         found: &mut Vec<(usize, usize, usize)>,
     ) {
@@ -871,16 +883,28 @@ impl Inner {
         ];
         for (ac, base) in automata {
             let Some(ac) = ac else { continue };
-            let mut pos = region.start;
-            while pos < region.end.min(limit) {
-                let Some(m) = ac.find(Input::new(hay).range(pos..region.end)) else {
-                    break;
-                };
-                if m.start() >= limit {
-                    break;
+            match &candidates {
+                Candidates::Starts(starts) => {
+                    for at in starts.start..starts.end.min(limit) {
+                        let input = Input::new(hay).range(at..).anchored(Anchored::Yes);
+                        if let Some(m) = ac.find(input) {
+                            found.push((m.start(), m.end(), base + m.pattern().as_usize()));
+                        }
+                    }
                 }
-                found.push((m.start(), m.end(), base + m.pattern().as_usize()));
-                pos = m.start() + 1;
+                Candidates::Scan(region) => {
+                    let mut pos = region.start;
+                    while pos < region.end.min(limit) {
+                        let Some(m) = ac.find(Input::new(hay).range(pos..region.end)) else {
+                            break;
+                        };
+                        if m.start() >= limit {
+                            break;
+                        }
+                        found.push((m.start(), m.end(), base + m.pattern().as_usize()));
+                        pos = m.start() + 1;
+                    }
+                }
             }
         }
     }

@@ -1,15 +1,16 @@
 //! The q-gram sampling prefilter that keeps the automaton off text that cannot hold a secret.
 //!
 //! Every searched form is at least `min_len` bytes long. Reading the haystack's q-byte
-//! windows (q-grams) only at positions `0, S, 2S, …` with `S = min_len - q + 1`, every
-//! occurrence of a form fully contains at least one sampled window, and that window is one of
-//! the form's own q-grams. So a sampled window that is no form's q-gram rules out every match
-//! around it, and the automaton only has to run near the windows that are: within
-//! `max_len - q` bytes before and `max_len` bytes after one.
+//! windows (q-grams) only at positions `0, S, 2S, …` with `S = min_len - q + 1`, the first
+//! sampled window inside an occurrence of a form starts fewer than `S` bytes after the
+//! occurrence and lies wholly inside it: it is the form's q-gram at an offset below `S`. So
+//! only those q-grams of each form are kept, and a sampled window that is none of them rules
+//! out every occurrence starting in the `S` positions up to it; for a window that is one,
+//! the automaton makes an anchored search at each of those `S` positions (most end after a
+//! byte or two).
 //!
-//! The set of the forms' q-grams is a blocked Bloom filter (one 512-bit block per lookup, two
-//! bits per q-gram, about 32 bits per q-gram in total, so a false hit costs one window search
-//! on well under 1% of samples). q-grams are compared ASCII-lowercased on both sides, so the
+//! The set of q-grams is a blocked Bloom filter (one 512-bit block per lookup, two bits per
+//! q-gram, about 32 bits per q-gram in total, so well under 1% of samples hit falsely). q-grams are compared ASCII-lowercased on both sides, so the
 //! same filter serves the case-insensitive (folded) forms; that only adds false hits.
 //!
 //! With forms of the usual length for API tokens (30 bytes and more) the filter reads one
@@ -32,9 +33,7 @@ const MAX_BLOCKS: usize = 1 << 16;
 pub(super) struct Sampler {
     /// Distance between sampled windows: `min_len - q + 1`.
     stride: usize,
-    /// The forms' longest length: how far around a hit a match may reach.
-    max_len: usize,
-    /// Every q-gram of every form.
+    /// Each form's q-grams at offsets `0..stride`.
     qgrams: QgramSet,
 }
 
@@ -124,38 +123,34 @@ impl Sampler {
     /// stride would be too short to pay off) or there are no forms.
     pub(super) fn new<'a>(forms: impl Iterator<Item = &'a [u8]> + Clone) -> Option<Self> {
         let min_len = forms.clone().map(<[u8]>::len).min()?;
-        let max_len = forms.clone().map(<[u8]>::len).max()?;
         let q = match min_len {
             16.. => 8,
             8.. => 4,
             _ => return None,
         };
-        let expected: usize = forms.clone().map(|f| f.len() - q + 1).sum();
-        let mut qgrams = QgramSet::with_capacity(q, expected);
+        let stride = min_len - q + 1;
+        let mut qgrams = QgramSet::with_capacity(q, forms.clone().count() * stride);
         for form in forms {
-            for at in 0..=form.len() - q {
+            for at in 0..stride {
                 qgrams.insert(&form[at..]);
             }
         }
-        Some(Self {
-            stride: min_len - q + 1,
-            max_len,
-            qgrams,
-        })
+        Some(Self { stride, qgrams })
     }
 
-    /// The disjoint ranges of `hay`, in order, outside which no form occurs that starts
-    /// before `limit`: every such occurrence lies wholly inside one range.
-    pub(super) fn regions<'h>(&'h self, hay: &'h [u8], limit: usize) -> Regions<'h> {
-        // A match starting before `limit` is at most `max_len` long, so its sampled window
-        // starts before `limit + max_len - q`.
+    /// The disjoint ranges of positions in `hay`, in order, outside which no form's
+    /// occurrence starts before `limit`: every such occurrence starts inside one range.
+    pub(super) fn starts<'h>(&'h self, hay: &'h [u8], limit: usize) -> Starts<'h> {
+        // An occurrence starting before `limit` has its first sampled window before
+        // `limit + stride - 1`, and that window lies inside the haystack.
         let end = hay
             .len()
             .saturating_sub(self.qgrams.q - 1)
-            .min(limit.saturating_add(self.max_len));
-        Regions {
+            .min(limit.saturating_add(self.stride - 1));
+        Starts {
             sampler: self,
             hay,
+            limit,
             next: 0,
             end,
             open: None,
@@ -163,19 +158,20 @@ impl Sampler {
     }
 }
 
-/// The iterator returned by [`Sampler::regions`].
-pub(super) struct Regions<'h> {
+/// The iterator returned by [`Sampler::starts`].
+pub(super) struct Starts<'h> {
     sampler: &'h Sampler,
     hay: &'h [u8],
+    limit: usize,
     /// The next window position to sample.
     next: usize,
     /// Sample only positions before this.
     end: usize,
-    /// The region being grown by consecutive hits.
+    /// The range being grown by consecutive hits.
     open: Option<Range<usize>>,
 }
 
-impl Iterator for Regions<'_> {
+impl Iterator for Starts<'_> {
     type Item = Range<usize>;
 
     fn next(&mut self) -> Option<Range<usize>> {
@@ -186,8 +182,11 @@ impl Iterator for Regions<'_> {
             if !s.qgrams.contains(&self.hay[at..]) {
                 continue;
             }
-            let lo = (at + s.qgrams.q).saturating_sub(s.max_len);
-            let hi = (at + s.max_len).min(self.hay.len());
+            let lo = (at + 1).saturating_sub(s.stride);
+            let hi = (at + 1).min(self.limit);
+            if lo >= hi {
+                continue;
+            }
             match &mut self.open {
                 Some(open) if lo <= open.end => open.end = hi,
                 Some(open) => {
@@ -231,20 +230,19 @@ mod tests {
         assert!(Sampler::new(std::iter::empty::<&[u8]>()).is_none());
     }
 
-    /// Every occurrence of a form, at every offset, lies inside one region, for both window
+    /// Every occurrence of a form, at every offset, starts inside one range, for both window
     /// lengths and in either case.
     #[test]
-    fn every_occurrence_is_inside_a_region() {
+    fn every_occurrence_starts_inside_a_range() {
         for form in [&b"FAKEtok1"[..], b"FAKE-0123456789abcdef-token"] {
             let sampler = Sampler::new([form].into_iter()).expect("sampler");
             for offset in 0..80 {
                 let mut hay = vec![b'.'; offset];
                 hay.extend_from_slice(&form.to_ascii_uppercase());
                 hay.extend_from_slice(&[b' '; 40]);
-                let end = offset + form.len();
-                let regions: Vec<_> = sampler.regions(&hay, hay.len()).collect();
+                let regions: Vec<_> = sampler.starts(&hay, hay.len()).collect();
                 assert!(
-                    regions.iter().any(|r| r.start <= offset && end <= r.end),
+                    regions.iter().any(|r| r.contains(&offset)),
                     "offset {offset}: {regions:?}"
                 );
                 for pair in regions.windows(2) {
@@ -261,6 +259,6 @@ mod tests {
         let sampler = Sampler::new(forms.iter().copied()).expect("sampler");
         let hay = b"{\"id\": 1, \"name\": \"Ada Lovelace\", \"email\": \"ada@example.com\"}\n"
             .repeat(200);
-        assert_eq!(sampler.regions(&hay, hay.len()).count(), 0);
+        assert_eq!(sampler.starts(&hay, hay.len()).count(), 0);
     }
 }
