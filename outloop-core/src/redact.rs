@@ -128,6 +128,10 @@ pub const MAX_PATTERN_BYTES: usize = 64 << 20;
 /// 1 KiB of memory per pattern byte at worst); above it, a contiguous NFA (fast to build).
 pub const DFA_PATTERN_BYTES: usize = 16 << 10;
 
+/// Up to this many searched forms, the automaton scans with aho-corasick's own prefilter and
+/// there is no sampler (see [`RedactorBuilder::try_build`]).
+const SMALL_SET: usize = 64;
+
 /// [`Redactor::redact`] works through its input in slices of this many bytes (64 KiB), as a
 /// stream would.
 const WHOLE_CHUNK: usize = 64 << 10;
@@ -467,10 +471,14 @@ impl RedactorBuilder {
         for p in patterns.iter().chain(&folded).filter(|p| p.bytes.len() > 4) {
             starts.insert(&p.bytes);
         }
-        let automaton = compile(&patterns, false)?;
-        let folded_automaton = compile(&folded, true)?;
+        // Up to SMALL_SET forms (one or two secrets), aho-corasick's own prefilter (a SIMD
+        // search for a few literals) reads text faster than the sampler; above it, it fires
+        // on nearly every byte and the sampler takes over.
+        let small = patterns.len() + folded.len() <= SMALL_SET;
+        let automaton = compile(&patterns, false, small)?;
+        let folded_automaton = compile(&folded, true, small)?;
         let sampler = Sampler::new(patterns.iter().chain(&folded).map(|p| p.bytes.as_slice()))
-            .filter(|_| self.sampling);
+            .filter(|_| self.sampling && !small);
         Ok(SecretRedactor {
             inner: Arc::new(Inner {
                 automaton,
@@ -503,7 +511,7 @@ impl RedactorBuilder {
 
 /// Compiles `patterns` into a leftmost-longest automaton (ASCII case-insensitive when
 /// `fold`), or `None` when there are none.
-fn compile(patterns: &[Pattern], fold: bool) -> Result<Option<AhoCorasick>> {
+fn compile(patterns: &[Pattern], fold: bool, prefilter: bool) -> Result<Option<AhoCorasick>> {
     if patterns.is_empty() {
         return Ok(None);
     }
@@ -522,10 +530,9 @@ fn compile(patterns: &[Pattern], fold: bool) -> Result<Option<AhoCorasick>> {
         } else {
             AhoCorasickKind::ContiguousNFA
         }))
-        // The forms start with bytes common in text (digits and letters of hex and base64),
-        // so aho-corasick's own prefilter fires constantly and costs more than it saves; the
-        // sampler (redact/sample.rs) is the prefilter.
-        .prefilter(false)
+        // With many forms, aho-corasick's own prefilter fires on nearly every byte (they start
+        // with letters and digits) and the sampler (redact/sample.rs) is the prefilter.
+        .prefilter(prefilter)
         .build(patterns.iter().map(|p| p.bytes.as_slice()))
         .map(Some)
         .map_err(|e| Error::internal(format!("building the redaction automaton: {e}")))
@@ -997,13 +1004,13 @@ impl Inner {
         (from..hay.len())
             .find(|&p| {
                 self.first_bytes[usize::from(hay[p])]
-                    // A tail of 4 bytes or more can begin a form only with that form's first
-                    // 4 bytes (a form it is a proper prefix of is longer).
-                    && (hay.len() - p < 4 || self.starts.contains(&hay[p..]))
                     && hay.get(p + 1).is_none_or(|&b| {
                         let i = usize::from(hay[p]) << 8 | usize::from(b);
                         self.pairs[i / 64] & (1 << (i % 64)) != 0
                     })
+                    // A tail of 4 bytes or more can begin a form only with that form's first
+                    // 4 bytes (a form it is a proper prefix of is longer).
+                    && (hay.len() - p < 4 || self.starts.contains(&hay[p..]))
                     && self.is_proper_prefix(&hay[p..])
             })
             .unwrap_or(hay.len())
