@@ -479,11 +479,14 @@ impl RedactorBuilder {
         let folded_automaton = compile(&folded, true, small)?;
         let sampler = Sampler::new(patterns.iter().chain(&folded).map(|p| p.bytes.as_slice()))
             .filter(|_| self.sampling && !small);
+        let folded_sampler = Sampler::new(folded.iter().map(|p| p.bytes.as_slice()))
+            .filter(|_| self.sampling && small);
         Ok(SecretRedactor {
             inner: Arc::new(Inner {
                 automaton,
                 folded_automaton,
                 sampler,
+                folded_sampler,
                 patterns,
                 folded,
                 labels: self.labels,
@@ -687,8 +690,12 @@ struct Inner {
     /// The ASCII case-insensitive automaton over `folded`.
     folded_automaton: Option<AhoCorasick>,
     /// Picks the parts of a haystack the automata must search; `None` (search everything)
-    /// when some form is too short for sampling to pay off.
+    /// for a small set (see [`SMALL_SET`]) or when some form is too short for sampling to pay
+    /// off.
     sampler: Option<Sampler>,
+    /// For a small set: the candidate starts of the case-insensitive forms alone, whose
+    /// automaton aho-corasick's prefilter does not speed up (common letters, either case).
+    folded_sampler: Option<Sampler>,
     /// Searched forms sorted by bytes (pattern id = index).
     /// Sorted so "is this a prefix of some form" is a binary search.
     patterns: Vec<Pattern>,
@@ -823,24 +830,19 @@ impl Inner {
     ) {
         let mut found = Vec::new();
         match skeleton {
-            None => self.each_region(hay, limit, |region| {
-                found.clear();
-                self.find_in(hay, region, limit, &mut found);
+            None => {
+                self.collect(hay, limit, &mut found);
                 found.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
                 for &(s, e, p) in &found {
                     self.on_match(hay, s, e, p, cursor, out, tally);
                 }
-            }),
+            }
             Some(sk) => {
-                self.each_region(hay, limit, |region| {
-                    self.find_in(hay, region, limit, &mut found);
-                });
+                self.collect(hay, limit, &mut found);
                 for seg in sk.segments() {
                     let bytes = sk.bytes(seg.clone());
                     let mut local = Vec::new();
-                    self.each_region(bytes, bytes.len(), |region| {
-                        self.find_in(bytes, region, bytes.len(), &mut local);
-                    });
+                    self.collect(bytes, bytes.len(), &mut local);
                     for (s, e, p) in local {
                         let (s, e) = sk.original(seg.start + s, seg.start + e);
                         if s < limit {
@@ -860,36 +862,46 @@ impl Inner {
         }
     }
 
-    /// Calls `f` with the parts of `hay` the automata must search for matches that start
-    /// before `limit`, in order: with a sampler, ranges of candidate start positions (an
-    /// anchored search at each); without, all of `hay` (scanned).
-    fn each_region(&self, hay: &[u8], limit: usize, mut f: impl FnMut(Candidates)) {
-        if self.automaton.is_none() && self.folded_automaton.is_none() {
+    /// Appends to `found`, as `(start, end, pattern id)`, the longest match of each automaton
+    /// at every position where one starts before `limit`: at the candidate starts of the
+    /// sampler (both automata), or by a scan (the main automaton with aho-corasick's own
+    /// prefilter for a small set, then the case-insensitive one at its own sampler's
+    /// candidates, or by a scan without one).
+    fn collect(&self, hay: &[u8], limit: usize, found: &mut Vec<(usize, usize, usize)>) {
+        let main = (&self.automaton, 0);
+        let folded = (&self.folded_automaton, self.patterns.len());
+        if let Some(sampler) = &self.sampler {
+            for starts in sampler.starts(hay, limit) {
+                for which in [main, folded] {
+                    self.find_in(hay, which, Candidates::Starts(starts.clone()), limit, found);
+                }
+            }
             return;
         }
-        match &self.sampler {
-            Some(sampler) => sampler
-                .starts(hay, limit)
-                .for_each(|r| f(Candidates::Starts(r))),
-            None => f(Candidates::Scan(0..hay.len())),
+        self.find_in(hay, main, Candidates::Scan(0..hay.len()), limit, found);
+        match &self.folded_sampler {
+            Some(sampler) => {
+                for starts in sampler.starts(hay, limit) {
+                    self.find_in(hay, folded, Candidates::Starts(starts), limit, found);
+                }
+            }
+            None => self.find_in(hay, folded, Candidates::Scan(0..hay.len()), limit, found),
         }
     }
 
-    /// Appends to `found` the longest match of each automaton at every position where one
-    /// starts before `limit`, among `candidates`, as `(start, end, pattern id)`.
+    /// Appends to `found` the longest match of `ac` (whose pattern ids start at `base`) at
+    /// every position among `candidates` where one starts before `limit`, as `(start, end,
+    /// pattern id)`.
     fn find_in(
         &self,
         hay: &[u8],
+        (ac, base): (&Option<AhoCorasick>, usize),
         candidates: Candidates,
         limit: usize,
         found: &mut Vec<(usize, usize, usize)>,
     ) {
-        let automata = [
-            (&self.automaton, 0),
-            (&self.folded_automaton, self.patterns.len()),
-        ];
-        for (ac, base) in automata {
-            let Some(ac) = ac else { continue };
+        {
+            let Some(ac) = ac else { return };
             match &candidates {
                 Candidates::Starts(starts) => {
                     for at in starts.start..starts.end.min(limit) {
