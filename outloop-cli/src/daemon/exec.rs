@@ -102,14 +102,7 @@ pub(super) async fn session(
                 return false;
             }
             Some(Ok(0) | Err(_)) => {
-                return gone(
-                    &broker,
-                    session,
-                    &label,
-                    "client_gone",
-                    "the outloop exec client went away before reporting how the command ended",
-                )
-                .await;
+                return gone(&broker, session, &label, "client_gone", CLIENT_GONE).await;
             }
             Some(Ok(_)) => {}
         }
@@ -144,14 +137,7 @@ pub(super) async fn session(
             Err(e) => error_body(&e),
         };
         if write_frame(reader.get_mut(), answer).await.is_err() {
-            return gone(
-                &broker,
-                session,
-                &label,
-                "client_gone",
-                "the outloop exec client went away before reporting how the command ended",
-            )
-            .await;
+            return gone(&broker, session, &label, "client_gone", CLIENT_GONE).await;
         }
     }
 }
@@ -204,6 +190,11 @@ async fn begin(
     };
     Some(result.map(|s| (broker, s)))
 }
+
+/// Why a session whose client's connection closed before `exec_end` is recorded as
+/// `client_gone`.
+const CLIENT_GONE: &str =
+    "the outloop exec client went away before reporting how the command ended";
 
 /// The `exec_started` line, built in a zeroizing buffer large enough not to reallocate.
 fn started_frame(

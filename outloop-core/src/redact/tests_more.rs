@@ -603,7 +603,7 @@ proptest! {
 /// hex in upper case: each such form is found whole and across every split.
 #[test]
 fn partial_and_uppercase_json_and_html_escapes() {
-    let aws = redactor(&[("k", b"wJalrXUtnFEMI/K7MDENG/bPxRfiCYFAKEKEY+abc")]);
+    let aws = redactor(&[("k", b"FAKEsecretKEYtest/K7MDENG/bPxRfiFAKEKEY+abc")]);
     let mixed = redactor(&[("m", b"FAKEab+cd/ef=gh")]);
     let uni = redactor(&[("u", "FAKEé☃😀xyz".as_bytes())]);
     let alnum = redactor(&[("a", b"FAKEtoken123")]);
@@ -613,13 +613,13 @@ fn partial_and_uppercase_json_and_html_escapes() {
         (
             "json_plus_only_upper",
             &aws,
-            br#"{"k":"wJalrXUtnFEMI/K7MDENG/bPxRfiCYFAKEKEY\u002Babc"}"#,
+            br#"{"k":"FAKEsecretKEYtest/K7MDENG/bPxRfiFAKEKEY\u002Babc"}"#,
             br#"{"k":"[REDACTED:k]"}"#,
         ),
         (
             "json_plus_only_lower",
             &aws,
-            br#"{"k":"wJalrXUtnFEMI/K7MDENG/bPxRfiCYFAKEKEY\u002babc"}"#,
+            br#"{"k":"FAKEsecretKEYtest/K7MDENG/bPxRfiFAKEKEY\u002babc"}"#,
             br#"{"k":"[REDACTED:k]"}"#,
         ),
         (
