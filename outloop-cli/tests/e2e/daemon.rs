@@ -32,13 +32,13 @@ pub(super) struct Daemon {
 
 impl Daemon {
     pub(super) fn start(env: &Env) -> Daemon {
-        Self::start_with(env, |_| {})
+        Self::start_with(env, Path::new(env!("CARGO_BIN_EXE_outloop")), |_| {})
     }
 
-    /// Starts `outloop serve` for `env` (with `adjust` applied to the command) and waits for
-    /// its readiness line.
-    fn start_with(env: &Env, adjust: impl FnOnce(&mut Command)) -> Daemon {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_outloop"));
+    /// Starts `outloop serve` for `env` from the binary at `program` (with `adjust` applied
+    /// to the command) and waits for its readiness line.
+    fn start_with(env: &Env, program: &Path, adjust: impl FnOnce(&mut Command)) -> Daemon {
+        let mut cmd = Command::new(program);
         cmd.arg("serve")
             .current_dir(&env.root)
             .env("OUTLOOP_HOME", &env.home)
@@ -313,10 +313,19 @@ fn the_daemon_is_not_dumpable_and_refuses_a_peer_of_another_uid() {
     let env = Env::new("[policy.tenants.acme]\nallow = [\"*\"]\n");
     let me = rustix::process::geteuid().as_raw();
     let as_root = me == 0;
+    // As `nobody` the binary must be reachable: a clone under a 0700 directory (`mktemp -d`)
+    // is not, so the daemon runs from a link (or copy) inside the workspace it serves, made
+    // after the chown so the build's own binary keeps its owner.
+    let mut program = PathBuf::from(env!("CARGO_BIN_EXE_outloop"));
     if as_root {
         chown_tree(&env.root, NOBODY, NOBODY);
+        let inside = env.root.join("outloop-under-test");
+        if std::fs::hard_link(&program, &inside).is_err() {
+            std::fs::copy(&program, &inside).expect("copy the outloop binary");
+        }
+        program = inside;
     }
-    let mut d = Daemon::start_with(&env, |cmd| {
+    let mut d = Daemon::start_with(&env, &program, |cmd| {
         if as_root {
             use std::os::unix::process::CommandExt;
             cmd.uid(NOBODY).gid(NOBODY).env("HOME", &env.root);
@@ -550,7 +559,7 @@ fn a_second_daemon_is_refused_and_a_stale_socket_is_replaced() {
     let r = run_env(&env, &["actions"], &env.acme, &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(run_env(&env, &["status"], &env.root, &[]).code, 3);
-    let second = Daemon::start_with(&env, |_| {});
+    let second = Daemon::start_with(&env, Path::new(env!("CARGO_BIN_EXE_outloop")), |_| {});
     assert!(
         second
             .log
