@@ -15,7 +15,9 @@
 //!
 //! Inputs: realistic JSON API responses and log text, 1 MiB and (for 100 secrets) 64 MiB,
 //! with a registered secret echoed in some encoding every ~64 KiB. `outloop_whole` redacts the
-//! buffer in one call; `outloop_stream_4k` feeds it to a stream in 4 KiB chunks.
+//! buffer in one call (`Redactor::redact`, which allocates the output); `outloop_whole_into`
+//! does the same into a reused output buffer (`Redactor::redact_into`); `outloop_stream_4k`
+//! feeds the buffer to a stream in 4 KiB chunks, output buffer reused.
 //!
 //! Run: `cargo bench -p outloop-benches --bench redact` (see `benches/README.md`).
 
@@ -259,6 +261,12 @@ fn bench_size(c: &mut Criterion, size: usize, counts: &[usize], with_naive: bool
             group.throughput(Throughput::Bytes(input.len() as u64));
             group.bench_with_input(BenchmarkId::new("outloop_whole", n), &input, |b, i| {
                 b.iter(|| r.redact(i).count)
+            });
+            group.bench_with_input(BenchmarkId::new("outloop_whole_into", n), &input, |b, i| {
+                b.iter(|| {
+                    out.clear();
+                    r.redact_into(i, &mut out).count
+                })
             });
             group.bench_with_input(BenchmarkId::new("outloop_stream_4k", n), &input, |b, i| {
                 b.iter(|| stream_4k(&r, i, &mut out))

@@ -151,6 +151,27 @@ pub trait Redactor: Send + Sync {
     /// audit needs to know (case-folded-only runs, canaries seen).
     fn redact(&self, input: &[u8]) -> Redacted;
 
+    /// Redacts a whole buffer as [`Redactor::redact`] does, appending the output to `out`
+    /// instead of allocating it, and returns what was found. A caller that redacts many
+    /// buffers can keep one `out` and clear it between calls, so the output's memory is
+    /// allocated (and its pages first touched) once.
+    ///
+    /// The default implementation calls [`Redactor::redact`] and moves its output.
+    fn redact_into(&self, input: &[u8], out: &mut Vec<u8>) -> Findings {
+        let Redacted {
+            output,
+            count,
+            folded,
+            canaries,
+        } = self.redact(input);
+        out.extend_from_slice(&output);
+        Findings {
+            count,
+            folded,
+            canaries,
+        }
+    }
+
     /// Starts a streaming session: an owned, `'static`, `Send` value that can be moved into an
     /// async stream and fed the input chunk by chunk. Its output, concatenated, equals
     /// [`Redactor::redact`] of the concatenated chunks.
@@ -478,7 +499,7 @@ impl RedactorBuilder {
         let automaton = compile(&patterns, false, small)?;
         let folded_automaton = compile(&folded, true, small)?;
         let sampler = Sampler::new(patterns.iter().chain(&folded).map(|p| p.bytes.as_slice()))
-            .filter(|_| self.sampling && !small);
+            .filter(|_| self.sampling);
         let folded_sampler = Sampler::new(folded.iter().map(|p| p.bytes.as_slice()))
             .filter(|_| self.sampling && small);
         Ok(SecretRedactor {
@@ -486,6 +507,7 @@ impl RedactorBuilder {
                 automaton,
                 folded_automaton,
                 sampler,
+                sample_all: !small,
                 folded_sampler,
                 patterns,
                 folded,
@@ -630,22 +652,27 @@ impl SecretRedactor {
 
 impl Redactor for SecretRedactor {
     fn redact(&self, input: &[u8]) -> Redacted {
-        // A stream fed WHOLE_CHUNK slices: the same output by construction, and the work
-        // that depends on the haystack's size stays local (a gap character or a wrapped
-        // base64 line makes a skeleton of its own slice, not of the whole input).
         let mut output = Vec::with_capacity(input.len());
-        let mut stream = self.stream_session();
-        for chunk in input.chunks(WHOLE_CHUNK) {
-            stream.push(chunk, &mut output);
-        }
-        stream.finish(&mut output);
-        let findings = stream.findings();
+        let findings = self.redact_into(input, &mut output);
         Redacted {
             output,
             count: findings.count,
             folded: findings.folded,
             canaries: findings.canaries,
         }
+    }
+
+    fn redact_into(&self, input: &[u8], out: &mut Vec<u8>) -> Findings {
+        // A stream fed WHOLE_CHUNK slices: the same output by construction, and the work
+        // that depends on the haystack's size stays local (a gap character or a wrapped
+        // base64 line makes a skeleton of its own slice, not of the whole input).
+        out.reserve(input.len());
+        let mut stream = self.stream_session();
+        for chunk in input.chunks(WHOLE_CHUNK) {
+            stream.push(chunk, out);
+        }
+        stream.finish(out);
+        stream.findings()
     }
 
     fn stream(&self) -> Box<dyn RedactStream + Send> {
@@ -689,10 +716,13 @@ struct Inner {
     automaton: Option<AhoCorasick>,
     /// The ASCII case-insensitive automaton over `folded`.
     folded_automaton: Option<AhoCorasick>,
-    /// Picks the parts of a haystack the automata must search; `None` (search everything)
-    /// for a small set (see [`SMALL_SET`]) or when some form is too short for sampling to pay
-    /// off.
+    /// Picks the parts of a haystack the automata must search (when `sample_all`), and the
+    /// possible starts of a held tail (always); `None` when some form is too short for
+    /// sampling to pay off.
     sampler: Option<Sampler>,
+    /// Whether the automata search only where `sampler` points; false for a small set (see
+    /// [`SMALL_SET`]), which aho-corasick's own prefilter scans faster.
+    sample_all: bool,
     /// For a small set: the candidate starts of the case-insensitive forms alone, whose
     /// automaton aho-corasick's prefilter does not speed up (common letters, either case).
     folded_sampler: Option<Sampler>,
@@ -870,10 +900,17 @@ impl Inner {
     fn collect(&self, hay: &[u8], limit: usize, found: &mut Vec<(usize, usize, usize)>) {
         let main = (&self.automaton, 0);
         let folded = (&self.folded_automaton, self.patterns.len());
-        if let Some(sampler) = &self.sampler {
+        if let Some(sampler) = self.sampler.as_ref().filter(|_| self.sample_all) {
             for starts in sampler.starts(hay, limit) {
-                for which in [main, folded] {
-                    self.find_in(hay, which, Candidates::Starts(starts.clone()), limit, found);
+                for at in starts {
+                    // A sampled redactor's forms are all at least 8 bytes long, and every
+                    // one's first 4 are in `starts`: a cheap test before the two searches.
+                    if hay.len() - at < 4 || !self.starts.contains(&hay[at..]) {
+                        continue;
+                    }
+                    for which in [main, folded] {
+                        self.find_in(hay, which, Candidates::Starts(at..at + 1), limit, found);
+                    }
                 }
             }
             return;
@@ -882,7 +919,14 @@ impl Inner {
         match &self.folded_sampler {
             Some(sampler) => {
                 for starts in sampler.starts(hay, limit) {
-                    self.find_in(hay, folded, Candidates::Starts(starts), limit, found);
+                    for at in starts {
+                        // As above: every folded form is at least 8 bytes, its first 4 in
+                        // `starts`.
+                        if hay.len() - at < 4 || !self.starts.contains(&hay[at..]) {
+                            continue;
+                        }
+                        self.find_in(hay, folded, Candidates::Starts(at..at + 1), limit, found);
+                    }
                 }
             }
             None => self.find_in(hay, folded, Candidates::Scan(0..hay.len()), limit, found),
@@ -1011,21 +1055,42 @@ impl Inner {
         hold
     }
 
+    /// The start of the longest suffix of `hay` that is a proper prefix of some form, or
+    /// `hay.len()`.
+    ///
+    /// A suffix at least as long as the shortest form holds one of the sampler's windows (see
+    /// `redact/sample.rs`), so only the sampler's candidate starts are tried there; the
+    /// shorter suffixes are each tried with cheap byte tests before the exact one.
     fn prefix_start(&self, hay: &[u8]) -> usize {
         let from = hay.len().saturating_sub(self.max_len.saturating_sub(1));
-        (from..hay.len())
-            .find(|&p| {
-                self.first_bytes[usize::from(hay[p])]
-                    && hay.get(p + 1).is_none_or(|&b| {
-                        let i = usize::from(hay[p]) << 8 | usize::from(b);
-                        self.pairs[i / 64] & (1 << (i % 64)) != 0
-                    })
-                    // A tail of 4 bytes or more can begin a form only with that form's first
-                    // 4 bytes (a form it is a proper prefix of is longer).
-                    && (hay.len() - p < 4 || self.starts.contains(&hay[p..]))
-                    && self.is_proper_prefix(&hay[p..])
-            })
-            .unwrap_or(hay.len())
+        let maybe = |p: usize| {
+            self.first_bytes[usize::from(hay[p])]
+                && hay.get(p + 1).is_none_or(|&b| {
+                    let i = usize::from(hay[p]) << 8 | usize::from(b);
+                    self.pairs[i / 64] & (1 << (i % 64)) != 0
+                })
+                // A tail of 4 bytes or more can begin a form only with that form's first
+                // 4 bytes (a form it is a proper prefix of is longer).
+                && (hay.len() - p < 4 || self.starts.contains(&hay[p..]))
+                && self.is_proper_prefix(&hay[p..])
+        };
+        let near = match &self.sampler {
+            Some(sampler) => {
+                // Suffixes of `min_len` bytes or more start before `near`.
+                let near = hay.len().saturating_sub(sampler.min_len() - 1).max(from);
+                let tail = &hay[from..];
+                if let Some(p) = sampler
+                    .starts(tail, near - from)
+                    .flat_map(|r| r.start + from..r.end + from)
+                    .find(|&p| maybe(p))
+                {
+                    return p;
+                }
+                near
+            }
+            None => from,
+        };
+        (near..hay.len()).find(|&p| maybe(p)).unwrap_or(hay.len())
     }
 
     /// Whether `s` is a proper prefix of some form, or, ignoring ASCII case, of some

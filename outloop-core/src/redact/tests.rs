@@ -555,6 +555,50 @@ fn empty_redactor_passes_through() {
     );
 }
 
+/// `redact_into` appends what `redact` returns to the caller's buffer and reports the same
+/// findings, for the built-in redactor and for the trait's default implementation.
+#[test]
+fn redact_into_appends_the_same_output_and_findings() {
+    /// A redactor with only `redact` implemented, to exercise the default `redact_into`.
+    struct Upper;
+    impl Redactor for Upper {
+        fn redact(&self, input: &[u8]) -> Redacted {
+            Redacted {
+                output: input.to_ascii_uppercase(),
+                count: 1,
+                folded: 0,
+                canaries: vec!["acme".into()],
+            }
+        }
+        fn stream(&self) -> Box<dyn RedactStream + Send> {
+            unreachable!("not streamed in this test")
+        }
+    }
+    let secret = b"FAKE-into-token-123";
+    let r = redactor(&[("t", secret)]);
+    let input = b"a=FAKE-into-token-123 b=fake-into-token-123 c";
+    let whole = r.redact(input);
+    let mut out = b"kept:".to_vec();
+    let found = r.redact_into(input, &mut out);
+    assert_eq!(&out[..5], b"kept:", "earlier contents stay");
+    assert_eq!(&out[5..], whole.output.as_slice());
+    assert_eq!((found.count, found.folded), (whole.count, whole.folded));
+    assert_eq!((found.count, found.folded), (2, 1));
+    assert!(!contains(&out, secret));
+    // Reused: cleared and filled again, no allocation needed this time.
+    let capacity = out.capacity();
+    out.clear();
+    r.redact_into(input, &mut out);
+    assert_eq!(out, whole.output);
+    assert_eq!(out.capacity(), capacity);
+
+    let mut out = b"x".to_vec();
+    let found = Upper.redact_into(b"abc", &mut out);
+    assert_eq!(out, b"xABC");
+    assert_eq!(found.count, 1);
+    assert_eq!(found.canaries, ["acme"]);
+}
+
 #[test]
 fn stream_releases_a_chunk_with_no_secret_prefix_at_once() {
     let r = redactor(&[("t", b"FAKE-token-123")]);
