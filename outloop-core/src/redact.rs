@@ -128,10 +128,6 @@ pub const MAX_PATTERN_BYTES: usize = 64 << 20;
 /// 1 KiB of memory per pattern byte at worst); above it, a contiguous NFA (fast to build).
 pub const DFA_PATTERN_BYTES: usize = 16 << 10;
 
-/// Up to this many searched forms, the automaton scans with aho-corasick's own prefilter and
-/// there is no sampler (see [`RedactorBuilder::try_build`]).
-const SMALL_SET: usize = 64;
-
 /// [`Redactor::redact`] works through its input in slices of this many bytes (64 KiB), as a
 /// stream would.
 const WHOLE_CHUNK: usize = 64 << 10;
@@ -492,23 +488,19 @@ impl RedactorBuilder {
         for p in patterns.iter().chain(&folded).filter(|p| p.bytes.len() > 4) {
             starts.insert(&p.bytes);
         }
-        // Up to SMALL_SET forms (one or two secrets), aho-corasick's own prefilter (a SIMD
-        // search for a few literals) reads text faster than the sampler; above it, it fires
-        // on nearly every byte and the sampler takes over.
-        let small = patterns.len() + folded.len() <= SMALL_SET;
-        let automaton = compile(&patterns, false, small)?;
-        let folded_automaton = compile(&folded, true, small)?;
+        // The sampler reads one window per stretch shorter than the shortest form; even for
+        // one secret (some thirty forms) that beats aho-corasick's own SIMD prefilter plus
+        // a second pass for the case-insensitive forms. Without a sampler (a form under 8
+        // bytes), the automata scan with aho-corasick's prefilter.
         let sampler = Sampler::new(patterns.iter().chain(&folded).map(|p| p.bytes.as_slice()))
             .filter(|_| self.sampling);
-        let folded_sampler = Sampler::new(folded.iter().map(|p| p.bytes.as_slice()))
-            .filter(|_| self.sampling && small);
+        let automaton = compile(&patterns, false, sampler.is_none())?;
+        let folded_automaton = compile(&folded, true, sampler.is_none())?;
         Ok(SecretRedactor {
             inner: Arc::new(Inner {
                 automaton,
                 folded_automaton,
                 sampler,
-                sample_all: !small,
-                folded_sampler,
                 patterns,
                 folded,
                 labels: self.labels,
@@ -535,7 +527,7 @@ impl RedactorBuilder {
 }
 
 /// Compiles `patterns` into a leftmost-longest automaton (ASCII case-insensitive when
-/// `fold`), or `None` when there are none.
+/// `fold`, with aho-corasick's own prefilter when `prefilter`), or `None` when there are none.
 fn compile(patterns: &[Pattern], fold: bool, prefilter: bool) -> Result<Option<AhoCorasick>> {
     if patterns.is_empty() {
         return Ok(None);
@@ -555,8 +547,8 @@ fn compile(patterns: &[Pattern], fold: bool, prefilter: bool) -> Result<Option<A
         } else {
             AhoCorasickKind::ContiguousNFA
         }))
-        // With many forms, aho-corasick's own prefilter fires on nearly every byte (they start
-        // with letters and digits) and the sampler (redact/sample.rs) is the prefilter.
+        // With a sampler (redact/sample.rs) as the prefilter, aho-corasick's own would only
+        // slow the anchored searches down.
         .prefilter(prefilter)
         .build(patterns.iter().map(|p| p.bytes.as_slice()))
         .map(Some)
@@ -716,16 +708,10 @@ struct Inner {
     automaton: Option<AhoCorasick>,
     /// The ASCII case-insensitive automaton over `folded`.
     folded_automaton: Option<AhoCorasick>,
-    /// Picks the parts of a haystack the automata must search (when `sample_all`), and the
-    /// possible starts of a held tail (always); `None` when some form is too short for
-    /// sampling to pay off.
+    /// Picks the parts of a haystack the automata must search, and the possible starts of a
+    /// held tail; `None` (search everything) when some form is too short for sampling to pay
+    /// off.
     sampler: Option<Sampler>,
-    /// Whether the automata search only where `sampler` points; false for a small set (see
-    /// [`SMALL_SET`]), which aho-corasick's own prefilter scans faster.
-    sample_all: bool,
-    /// For a small set: the candidate starts of the case-insensitive forms alone, whose
-    /// automaton aho-corasick's prefilter does not speed up (common letters, either case).
-    folded_sampler: Option<Sampler>,
     /// Searched forms sorted by bytes (pattern id = index).
     /// Sorted so "is this a prefix of some form" is a binary search.
     patterns: Vec<Pattern>,
@@ -894,13 +880,12 @@ impl Inner {
 
     /// Appends to `found`, as `(start, end, pattern id)`, the longest match of each automaton
     /// at every position where one starts before `limit`: at the candidate starts of the
-    /// sampler (both automata), or by a scan (the main automaton with aho-corasick's own
-    /// prefilter for a small set, then the case-insensitive one at its own sampler's
-    /// candidates, or by a scan without one).
+    /// sampler, or without one by a scan of each automaton (with aho-corasick's own
+    /// prefilter).
     fn collect(&self, hay: &[u8], limit: usize, found: &mut Vec<(usize, usize, usize)>) {
         let main = (&self.automaton, 0);
         let folded = (&self.folded_automaton, self.patterns.len());
-        if let Some(sampler) = self.sampler.as_ref().filter(|_| self.sample_all) {
+        if let Some(sampler) = &self.sampler {
             for starts in sampler.starts(hay, limit) {
                 for at in starts {
                     // A sampled redactor's forms are all at least 8 bytes long, and every
@@ -915,21 +900,8 @@ impl Inner {
             }
             return;
         }
-        self.find_in(hay, main, Candidates::Scan(0..hay.len()), limit, found);
-        match &self.folded_sampler {
-            Some(sampler) => {
-                for starts in sampler.starts(hay, limit) {
-                    for at in starts {
-                        // As above: every folded form is at least 8 bytes, its first 4 in
-                        // `starts`.
-                        if hay.len() - at < 4 || !self.starts.contains(&hay[at..]) {
-                            continue;
-                        }
-                        self.find_in(hay, folded, Candidates::Starts(at..at + 1), limit, found);
-                    }
-                }
-            }
-            None => self.find_in(hay, folded, Candidates::Scan(0..hay.len()), limit, found),
+        for which in [main, folded] {
+            self.find_in(hay, which, Candidates::Scan(0..hay.len()), limit, found);
         }
     }
 
