@@ -728,7 +728,7 @@ struct Inner {
     first_bytes: [bool; 256],
     /// Bitset over `a << 8 | b`: whether some form starts with the bytes `a b`.
     pairs: Box<[u64]>,
-    /// The first 4 bytes of every form at least 5 bytes long, lowercased.
+    /// The first 4 bytes of every form at least 5 bytes long, case-folded.
     starts: QgramSet,
 }
 

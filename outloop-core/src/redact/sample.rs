@@ -13,8 +13,8 @@
 //! 64-bit word, so a lookup is one hash, one read and one mask test; at about 16 bits per
 //! q-gram in total, under 1% of samples hit falsely, and the filter stays small enough to
 //! stay in the L2 cache while input streams past it (3,000 forms of API-token length: about
-//! 150 KiB). q-grams are compared ASCII-lowercased on both sides, so the same filter serves
-//! the case-insensitive (folded) forms; that only adds false hits.
+//! 150 KiB). q-grams are compared with ASCII case folded on both sides, so the same filter
+//! serves the case-insensitive (folded) forms; that only adds false hits.
 //!
 //! With forms of the usual length for API tokens (30 bytes and more) the filter reads one
 //! window per 23 bytes or more, which is why redaction runs much faster than a scan of every
@@ -44,7 +44,7 @@ pub(super) struct Sampler {
     qgrams: QgramSet,
 }
 
-/// A set of lowercased q-grams (q = 4 or 8) as a register-blocked Bloom filter: `contains`
+/// A set of case-folded q-grams (q = 4 or 8) as a register-blocked Bloom filter: `contains`
 /// may say yes wrongly (rarely), never no wrongly.
 #[derive(Debug)]
 pub(super) struct QgramSet {
@@ -74,30 +74,32 @@ impl QgramSet {
         self.words[word] |= mask;
     }
 
-    /// The lowercased q-gram at the start of `bytes` (which holds at least `q` bytes).
+    /// The case-folded q-gram at the start of `bytes` (which holds at least `q` bytes).
     fn key(&self, bytes: &[u8]) -> u64 {
         Self::key_of(self.q, bytes)
     }
 
-    /// The lowercased `q`-gram at the start of `bytes` (which holds at least `q` bytes), as
-    /// a little-endian integer.
+    /// The `q`-gram at the start of `bytes` (which holds at least `q` bytes), as a
+    /// little-endian integer with bit 5 of every byte set: ASCII capitals become lower case
+    /// (and a few other pairs of bytes, such as `[` and `{`, become one; that only adds
+    /// false hits).
     fn key_of(q: usize, bytes: &[u8]) -> u64 {
-        let raw = if q == 8 {
-            u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"))
+        if q == 8 {
+            u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) | FOLD
         } else {
-            u64::from(u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes")))
-        };
-        lower(raw)
+            u64::from(u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes")) | FOLD as u32)
+        }
     }
 
-    /// The word and the four bits within it that stand for `key`: the word from the hash's
-    /// high 32 bits (scaled to the word count, which need not be a power of two), the bits
-    /// from four 6-bit fields of its low 24.
+    /// The word and the four bits within it that stand for `key`: the key is multiplied by
+    /// an odd constant into 128 bits and the halves are folded together (one multiply);
+    /// the word comes from the high 32 bits of that (scaled to the word count, which need not
+    /// be a power of two), the bits from the [`MASKS`] entry its low 10 bits pick.
     fn slot(&self, key: u64) -> (usize, u64) {
-        let h = mix(key);
+        let product = u128::from(key) * u128::from(MULTIPLIER);
+        let h = (product >> 64) as u64 ^ product as u64;
         let word = ((h >> 32) * self.words.len() as u64) >> 32;
-        let mask = (0..4).fold(0, |m, i| m | 1 << ((h >> (6 * i)) & 63));
-        (word as usize, mask)
+        (word as usize, MASKS[(h & 1023) as usize])
     }
 
     /// Tests `n` (at most [`BATCH`]) windows of `hay`, at `first`, `first + stride`, …, all
@@ -119,27 +121,31 @@ impl QgramSet {
     }
 }
 
-/// ASCII-lowercases each byte of `x` (bytes `A`–`Z` gain 0x20; all others unchanged).
-fn lower(x: u64) -> u64 {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let low7 = x & !HIGH;
-    // High bit of each byte set when its low seven bits are >= 'A', resp. > 'Z'; no carry
-    // crosses a byte, since 0x7f + 0x3f < 0x100.
-    let at_least_a = low7.wrapping_add(ONES * u64::from(0x80 - b'A'));
-    let above_z = low7.wrapping_add(ONES * u64::from(0x80 - b'Z' - 1));
-    let upper = at_least_a & !above_z & !x & HIGH;
-    x | (upper >> 2)
-}
+/// Bit 5 of every byte: OR-ed into a q-gram to fold ASCII case.
+const FOLD: u64 = 0x2020_2020_2020_2020;
 
-/// Mixes a q-gram into 64 well-spread bits (the finalizer of MurmurHash3's 64-bit variant).
-fn mix(mut h: u64) -> u64 {
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
-}
+/// The odd multiplier of the hash (2^64 divided by the golden ratio).
+const MULTIPLIER: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// 1,024 words with four distinct bits set each, picked by a fixed xorshift sequence: a
+/// q-gram's bits in its filter word (a table read is cheaper than four variable shifts).
+static MASKS: [u64; 1024] = {
+    let mut masks = [0; 1024];
+    let mut x: u64 = MULTIPLIER;
+    let mut i = 0;
+    while i < masks.len() {
+        let mut mask: u64 = 0;
+        while mask.count_ones() < 4 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            mask |= 1 << (x >> 58);
+        }
+        masks[i] = mask;
+        i += 1;
+    }
+    masks
+};
 
 impl Sampler {
     /// Builds the sampler for `forms`, or `None` when some form is shorter than 8 bytes (the
@@ -258,22 +264,28 @@ impl Iterator for Starts<'_> {
 mod tests {
     use super::*;
 
+    /// Folding puts a q-gram in either case under one key, and every mask has four bits.
     #[test]
-    fn lower_folds_only_ascii_capitals() {
+    fn keys_fold_ascii_case_and_masks_have_four_bits() {
         for b in 0..=255u8 {
-            let x = u64::from_le_bytes([b, b'A', b'z', b'Z', b'@', b'[', 0xc1, b]);
-            let want = u64::from_le_bytes([
-                b.to_ascii_lowercase(),
-                b'a',
-                b'z',
-                b'z',
-                b'@',
-                b'[',
-                0xc1,
-                b.to_ascii_lowercase(),
-            ]);
-            assert_eq!(lower(x), want, "byte {b:#04x}");
+            let gram = [b, b'A', b'z', b'Z', b'@', b'0', 0xc1, b];
+            let key = QgramSet::key_of(8, &gram);
+            assert_eq!(
+                key,
+                QgramSet::key_of(8, &gram.to_ascii_lowercase()),
+                "{b:#04x}"
+            );
+            assert_eq!(
+                key,
+                QgramSet::key_of(8, &gram.to_ascii_uppercase()),
+                "{b:#04x}"
+            );
+            assert_eq!(
+                QgramSet::key_of(4, &gram),
+                QgramSet::key_of(4, &gram.to_ascii_uppercase())
+            );
         }
+        assert!(MASKS.iter().all(|m| m.count_ones() == 4));
     }
 
     #[test]
