@@ -1035,17 +1035,6 @@ impl Inner {
     /// shorter suffixes are each tried with cheap byte tests before the exact one.
     fn prefix_start(&self, hay: &[u8]) -> usize {
         let from = hay.len().saturating_sub(self.max_len.saturating_sub(1));
-        let maybe = |p: usize| {
-            self.first_bytes[usize::from(hay[p])]
-                && hay.get(p + 1).is_none_or(|&b| {
-                    let i = usize::from(hay[p]) << 8 | usize::from(b);
-                    self.pairs[i / 64] & (1 << (i % 64)) != 0
-                })
-                // A tail of 4 bytes or more can begin a form only with that form's first
-                // 4 bytes (a form it is a proper prefix of is longer).
-                && (hay.len() - p < 4 || self.starts.contains(&hay[p..]))
-                && self.is_proper_prefix(&hay[p..])
-        };
         let near = match &self.sampler {
             Some(sampler) => {
                 // Suffixes of `min_len` bytes or more start before `near`.
@@ -1054,7 +1043,7 @@ impl Inner {
                 if let Some(p) = sampler
                     .starts(tail, near - from)
                     .flat_map(|r| r.start + from..r.end + from)
-                    .find(|&p| maybe(p))
+                    .find(|&p| self.first_bytes[usize::from(hay[p])] && self.begins_form(hay, p))
                 {
                     return p;
                 }
@@ -1062,7 +1051,35 @@ impl Inner {
             }
             None => from,
         };
-        (near..hay.len()).find(|&p| maybe(p)).unwrap_or(hay.len())
+        // Up to 64 positions at a time: one branch-free pass over the first-byte table, then
+        // the fuller test at the positions it leaves.
+        for block in (near..hay.len()).step_by(64) {
+            let end = (block + 64).min(hay.len());
+            let mut maybe = (block..end).fold(0u64, |bits, p| {
+                bits | u64::from(self.first_bytes[usize::from(hay[p])]) << (p - block)
+            });
+            while maybe != 0 {
+                let p = block + maybe.trailing_zeros() as usize;
+                maybe &= maybe - 1;
+                if self.begins_form(hay, p) {
+                    return p;
+                }
+            }
+        }
+        hay.len()
+    }
+
+    /// Whether `hay[p..]` (whose first byte begins some form) is a proper prefix of a form:
+    /// cheap tests of its first two and four bytes, then the exact one.
+    fn begins_form(&self, hay: &[u8], p: usize) -> bool {
+        hay.get(p + 1).is_none_or(|&b| {
+            let i = usize::from(hay[p]) << 8 | usize::from(b);
+            self.pairs[i / 64] & (1 << (i % 64)) != 0
+        })
+            // A tail of 4 bytes or more can begin a form only with that form's first 4 bytes
+            // (a form it is a proper prefix of is longer).
+            && (hay.len() - p < 4 || self.starts.contains(&hay[p..]))
+            && self.is_proper_prefix(&hay[p..])
     }
 
     /// Whether `s` is a proper prefix of some form, or, ignoring ASCII case, of some
@@ -1070,16 +1087,25 @@ impl Inner {
     fn is_proper_prefix(&self, s: &[u8]) -> bool {
         // Forms with prefix `s` sit together from the first form not less than `s`; if that
         // one equals `s`, the next may be longer.
-        let starts = |forms: &[Pattern], s: &[u8]| {
-            let i = forms.partition_point(|p| p.bytes.as_slice() < s);
-            forms[i..]
+        let exact = || {
+            let i = self.patterns.partition_point(|p| p.bytes.as_slice() < s);
+            self.patterns[i..]
                 .iter()
                 .take(2)
                 .any(|p| p.bytes.len() > s.len() && p.bytes.starts_with(s))
         };
-        starts(&self.patterns, s)
-            || (!self.folded.is_empty()
-                && starts(&self.folded, &Zeroizing::new(s.to_ascii_lowercase())))
+        // The folded forms are lower case: compare with `s` lowercased on the fly (no copy
+        // of what may be part of a secret).
+        let folded = || {
+            let lower = || s.iter().map(u8::to_ascii_lowercase);
+            let i = self
+                .folded
+                .partition_point(|p| p.bytes.iter().copied().lt(lower()));
+            self.folded[i..].iter().take(2).any(|p| {
+                p.bytes.len() > s.len() && p.bytes.iter().copied().zip(lower()).all(|(a, b)| a == b)
+            })
+        };
+        exact() || (!self.folded.is_empty() && folded())
     }
 }
 
