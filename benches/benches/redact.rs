@@ -236,7 +236,7 @@ fn bench_size(c: &mut Criterion, size: usize, counts: &[usize], with_naive: bool
         ("log", log_text),
     ] {
         let mut group = c.benchmark_group(format!("redact_{mib}MiB_{kind}"));
-        group.sample_size(20);
+        group.sample_size(if mib > 1 { 10 } else { 20 });
         group.warm_up_time(Duration::from_millis(300));
         group.measurement_time(Duration::from_secs(if mib > 1 { 4 } else { 2 }));
         for &n in counts {
