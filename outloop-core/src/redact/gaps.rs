@@ -117,11 +117,23 @@ pub(super) struct Skeleton {
 }
 
 /// A cheap, vectorisable test: false means the haystack holds no gap (true may be wrong).
+///
+/// Works in 256-byte pieces, each first given a rougher test with fewer operations per byte
+/// (any byte other than LF and CR below 0x20, DEL, or any byte from 0x80: one add and one
+/// signed compare, two equalities) and the exact first-byte test only when that one fires:
+/// ASCII text with line breaks, the usual API body or log, costs the rough test alone; a
+/// piece with non-ASCII characters costs both.
 fn may_hold_gap(hay: &[u8]) -> bool {
-    // Byte-wide flags OR-ed over 256 bytes before one test: the loop compiles to a few
-    // vector compares per 16 bytes.
-    hay.chunks(256).any(|c| {
-        c.iter().fold(0u8, |acc, &b| {
+    // Byte-wide flags OR-ed over a piece before one test: the loops compile to a few vector
+    // operations per 16 bytes.
+    let rough = |piece: &[u8]| {
+        piece.iter().fold(0u8, |acc, &b| {
+            // `b + 1` as a signed byte is below 0x21 exactly for 0x00-0x1f, 0x7f and 0x80-0xff.
+            acc | u8::from(((b.wrapping_add(1) as i8) < 0x21) & (b != b'\n') & (b != b'\r'))
+        }) != 0
+    };
+    let exact = |piece: &[u8]| {
+        piece.iter().fold(0u8, |acc, &b| {
             acc | u8::from(
                 ((b < 0x20) & (b != b'\t') & (b != b'\n') & (b != b'\r'))
                     | (b == 0x7f)
@@ -129,7 +141,8 @@ fn may_hold_gap(hay: &[u8]) -> bool {
                     | (b == 0xef),
             )
         }) != 0
-    })
+    };
+    hay.chunks(256).any(|piece| rough(piece) && exact(piece))
 }
 
 /// Whether a gap character may start with byte `b` (see [`gap_len`]).
@@ -309,5 +322,30 @@ impl Skeleton {
     /// The haystack range covering skeleton positions `start..end` (`end > start`).
     pub(super) fn original(&self, start: usize, end: usize) -> (usize, usize) {
         (self.origin[start], self.origin[end - 1] + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The two-step test says "may hold a gap" exactly when some byte may start one, for
+    /// every byte value at every offset of a 256-byte piece, in ASCII text with line breaks
+    /// and in text with non-ASCII characters.
+    #[test]
+    fn may_hold_gap_matches_the_byte_test() {
+        let ascii = b"{\"id\":1,\"note\":\"a\tb\"}\r\n".repeat(40);
+        let accents = "José Müller, señor; ".repeat(40).into_bytes();
+        for base in [ascii, accents] {
+            assert!(!may_hold_gap(&base), "the base text holds no gap");
+            for b in 0..=255u8 {
+                for at in [0, 1, 15, 16, 255, 256, 300, base.len() - 1] {
+                    let mut hay = base.clone();
+                    hay[at] = b;
+                    let want = hay.iter().any(|&c| may_start_gap(c));
+                    assert_eq!(may_hold_gap(&hay), want, "byte {b:#04x} at {at}");
+                }
+            }
+        }
     }
 }
