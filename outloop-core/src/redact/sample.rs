@@ -80,9 +80,9 @@ impl QgramSet {
     }
 
     /// The `q`-gram at the start of `bytes` (which holds at least `q` bytes), as a
-    /// little-endian integer with bit 5 of every byte set: ASCII capitals become lower case
-    /// (and a few other pairs of bytes, such as `[` and `{`, become one; that only adds
-    /// false hits).
+    /// little-endian integer with bit 5 of every byte set: ASCII capitals become lower case,
+    /// and so does every other pair of bytes that differ only in bit 5 (`[` and `{`, a digit
+    /// and a control byte, `_` and DEL): that only adds false hits.
     fn key_of(q: usize, bytes: &[u8]) -> u64 {
         if q == 8 {
             u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) | FOLD
