@@ -697,8 +697,8 @@ impl BaselineScanner {
 
 /// Where [`Inner::find_in`] looks for matches.
 enum Candidates {
-    /// Positions where a match may start: one anchored search at each.
-    Starts(std::ops::Range<usize>),
+    /// A position where a match may start: one anchored search there.
+    At(usize),
     /// A stretch to scan, every match lying inside it.
     Scan(std::ops::Range<usize>),
 }
@@ -894,7 +894,7 @@ impl Inner {
                         continue;
                     }
                     for which in [main, folded] {
-                        self.find_in(hay, which, Candidates::Starts(at..at + 1), limit, found);
+                        self.find_in(hay, which, Candidates::At(at), limit, found);
                     }
                 }
             }
@@ -919,12 +919,12 @@ impl Inner {
         {
             let Some(ac) = ac else { return };
             match &candidates {
-                Candidates::Starts(starts) => {
-                    for at in starts.start..starts.end.min(limit) {
-                        let input = Input::new(hay).range(at..).anchored(Anchored::Yes);
-                        if let Some(m) = ac.find(input) {
-                            found.push((m.start(), m.end(), base + m.pattern().as_usize()));
-                        }
+                &Candidates::At(at) => {
+                    let input = Input::new(hay).range(at..).anchored(Anchored::Yes);
+                    if at < limit
+                        && let Some(m) = ac.find(input)
+                    {
+                        found.push((m.start(), m.end(), base + m.pattern().as_usize()));
                     }
                 }
                 Candidates::Scan(region) => {
