@@ -681,6 +681,18 @@ fn fd_count(pid: u32) -> usize {
         .count()
 }
 
+/// The process's descriptor count once it is at most `bound`, or after 5 s the count then.
+fn fd_count_within(pid: u32, bound: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let n = fd_count(pid);
+        if n <= bound || Instant::now() >= deadline {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn audit_outcomes(env: &Env) -> (usize, usize) {
     let text = std::fs::read_to_string(env.audit_path()).unwrap_or_default();
     assert!(
@@ -738,16 +750,43 @@ fn sixty_four_concurrent_clients_make_calls_without_an_error_or_a_leak() {
         elapsed.as_secs_f64(),
         total as f64 / elapsed.as_secs_f64()
     );
+    // A client's last reply can arrive before the daemon has dropped its end of the socket,
+    // so each count is read until it is within bounds (or 5 s pass, and the assertion shows it).
+    let fds_after = fd_count_within(d.pid(), fds_before + 2 * CLIENTS + 8);
+    // The upstream connection pool keeps about one idle connection per concurrent client
+    // (hyper may open a few more while others are being returned), so the count after one
+    // round is only bounded loosely. A leak shows as growth in a second round of 64 new
+    // connections: a socket per connection would add 64, a descriptor per call 1,280.
+    assert!(
+        fds_after <= fds_before + 2 * CLIENTS + 8,
+        "{fds_before} descriptors before, {fds_after} after"
+    );
+    const ROUND_TWO: usize = 20;
+    let results = rt.block_on(async {
+        let tasks: Vec<_> = (0..CLIENTS)
+            .map(|_| tokio::spawn(load_client(socket.clone(), ROUND_TWO, acked.clone())))
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    });
+    for (i, (n, err)) in results.iter().enumerate() {
+        assert_eq!(
+            *n, ROUND_TWO,
+            "client {i} stopped early in round two: {err:?}"
+        );
+    }
+    let fds_again = fd_count_within(d.pid(), fds_after + CLIENTS / 2);
+    assert!(
+        fds_again <= fds_after + CLIENTS / 2,
+        "{fds_after} descriptors after the first round, {fds_again} after the second"
+    );
+    let total = total + CLIENTS * ROUND_TWO;
     let s = status(&env);
     assert_eq!(s["requests"], total as u64);
     assert_eq!(s["in_flight"], 0);
-    // No descriptor leak: the client sockets are closed again; what remains beyond the start
-    // is at most the upstream connection pool (one per concurrent client).
-    let fds_after = fd_count(d.pid());
-    assert!(
-        fds_after <= fds_before + CLIENTS + 4,
-        "{fds_before} descriptors before, {fds_after} after"
-    );
     let v = env.ok(&["audit", "verify"], &env.root);
     assert!(
         v.stdout.contains(&format!("{total} records, chain intact")),
