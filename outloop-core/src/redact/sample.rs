@@ -107,10 +107,16 @@ impl QgramSet {
     /// set. No test waits on another's read, so the reads overlap (cache misses, when input
     /// streams past a large filter).
     fn contains_batch(&self, hay: &[u8], first: usize, stride: usize, n: usize) -> u32 {
-        (0..n).fold(0, |hits, i| {
+        let test = |hits: u32, i: usize| {
             let (word, mask) = self.slot(self.key(&hay[first + i * stride..]));
             hits | u32::from(self.words[word] & mask == mask) << i
-        })
+        };
+        if n == BATCH {
+            // A constant trip count: unrolled, with no loop-carried branch between reads.
+            (0..BATCH).fold(0, test)
+        } else {
+            (0..n).fold(0, test)
+        }
     }
 
     /// Whether the q-gram at the start of `bytes` (at least `q` bytes), ignoring ASCII case,
@@ -233,7 +239,13 @@ impl Iterator for Starts<'_> {
                 if self.next >= self.end {
                     break;
                 }
-                let n = (self.end - self.next).div_ceil(s.stride).min(BATCH);
+                // The windows left, `ceil((end - next) / stride)`, capped at BATCH: a
+                // division only near the end.
+                let n = if self.end - self.next > (BATCH - 1) * s.stride {
+                    BATCH
+                } else {
+                    (self.end - self.next).div_ceil(s.stride)
+                };
                 self.batch = self.next;
                 self.hits = s.qgrams.contains_batch(self.hay, self.next, s.stride, n);
                 self.next += n * s.stride;
