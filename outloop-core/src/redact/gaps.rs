@@ -452,10 +452,12 @@ impl Skeleton {
                     }
                     continue;
                 }
+                // Up to the next gap (or the window's end) in one copy.
+                let next = gaps.peek().map_or(w.end, |&(at, _)| at.min(w.end));
                 run = 0;
-                bytes.push(hay[i]);
-                origin.push(i);
-                i += 1;
+                bytes.extend_from_slice(&hay[i..next]);
+                origin.extend(i..next);
+                i = next;
             }
             if seg_start < bytes.len() {
                 segments.push(seg_start..bytes.len());
