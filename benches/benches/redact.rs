@@ -21,7 +21,14 @@
 //! does the same into a reused output buffer (`Redactor::redact_into`); `outloop_stream_4k`
 //! feeds the buffer to a stream in 4 KiB chunks, output buffer reused.
 //!
-//! Run: `cargo bench -p outloop-benches --bench redact` (see `benches/README.md`).
+//! Last, `bench_paired` measures the ratios of the targets in pairs on 1 MiB: each of 150
+//! rounds times `redact_into`, the 4 KiB stream and both bare scans back to back, and it
+//! prints the minimum and median of each and their ratios (lines starting `paired`). This
+//! machine's speed drifts over seconds, which moves criterion's one-after-another means.
+//!
+//! Run: `cargo bench -p outloop-benches --bench redact` (see `benches/README.md`); the paired
+//! lines alone: `cargo bench -p outloop-benches --bench redact -- paired` (the filter matches
+//! no criterion benchmark; the paired rounds run regardless).
 
 // `criterion_group!` generates an undocumented function.
 #![allow(missing_docs)]
