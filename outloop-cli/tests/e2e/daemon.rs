@@ -729,17 +729,21 @@ fn sixty_four_concurrent_clients_make_calls_without_an_error_or_a_leak() {
     let socket = env.home.join("run/outloop.sock");
     let fds_before = fd_count(d.pid());
     let acked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // One round: CLIENTS concurrent clients of `calls` calls each; what each achieved.
+    let round = |calls: usize| {
+        rt.block_on(async {
+            let tasks: Vec<_> = (0..CLIENTS)
+                .map(|_| tokio::spawn(load_client(socket.clone(), calls, acked.clone())))
+                .collect();
+            let mut out = Vec::new();
+            for t in tasks {
+                out.push(t.await.unwrap());
+            }
+            out
+        })
+    };
     let started = Instant::now();
-    let results = rt.block_on(async {
-        let tasks: Vec<_> = (0..CLIENTS)
-            .map(|_| tokio::spawn(load_client(socket.clone(), calls, acked.clone())))
-            .collect();
-        let mut out = Vec::new();
-        for t in tasks {
-            out.push(t.await.unwrap());
-        }
-        out
-    });
+    let results = round(calls);
     let elapsed = started.elapsed();
     for (i, (n, err)) in results.iter().enumerate() {
         assert_eq!(*n, calls, "client {i} stopped early: {err:?}");
@@ -762,16 +766,7 @@ fn sixty_four_concurrent_clients_make_calls_without_an_error_or_a_leak() {
         "{fds_before} descriptors before, {fds_after} after"
     );
     const ROUND_TWO: usize = 20;
-    let results = rt.block_on(async {
-        let tasks: Vec<_> = (0..CLIENTS)
-            .map(|_| tokio::spawn(load_client(socket.clone(), ROUND_TWO, acked.clone())))
-            .collect();
-        let mut out = Vec::new();
-        for t in tasks {
-            out.push(t.await.unwrap());
-        }
-        out
-    });
+    let results = round(ROUND_TWO);
     for (i, (n, err)) in results.iter().enumerate() {
         assert_eq!(
             *n, ROUND_TWO,
