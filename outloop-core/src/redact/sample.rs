@@ -28,12 +28,9 @@ use zeroize::Zeroizing;
 /// Bits per q-gram in the filter (four of them set per q-gram, in one word).
 const BITS_PER_QGRAM: usize = 16;
 
-/// The smallest and largest filter, in 64-bit words (4 KiB and 4 MiB).
-const MIN_WORDS: usize = 1 << 9;
-const MAX_WORDS: usize = 1 << 19;
-
-/// How many sampled windows [`Starts`] tests at once.
-const BATCH: usize = 8;
+/// The smallest and largest filter, as a power of two of 64-bit words (4 KiB and 4 MiB).
+const MIN_WORD_BITS: u32 = 9;
+const MAX_WORD_BITS: u32 = 19;
 
 /// The q-gram sampler over a fixed set of forms.
 #[derive(Debug)]
@@ -49,17 +46,25 @@ pub(super) struct Sampler {
 #[derive(Debug)]
 pub(super) struct QgramSet {
     q: usize,
+    /// `1 << word_bits` words.
     words: Box<[u64]>,
+    /// `64 - word_bits`: the shift that leaves a hash's top `word_bits` bits (a word index).
+    shift: u32,
 }
 
 impl QgramSet {
     /// An empty set of `q`-grams (4 or 8) sized for about `expected` of them.
     pub(super) fn with_capacity(q: usize, expected: usize) -> Self {
         debug_assert!(q == 4 || q == 8);
-        let words = (expected.saturating_mul(BITS_PER_QGRAM) / 64).clamp(MIN_WORDS, MAX_WORDS);
+        let wanted = (expected.saturating_mul(BITS_PER_QGRAM) / 64).max(1);
+        let word_bits = wanted
+            .next_power_of_two()
+            .trailing_zeros()
+            .clamp(MIN_WORD_BITS, MAX_WORD_BITS);
         Self {
             q,
-            words: vec![0; words].into_boxed_slice(),
+            words: vec![0; 1 << word_bits].into_boxed_slice(),
+            shift: 64 - word_bits,
         }
     }
 
@@ -83,6 +88,7 @@ impl QgramSet {
     /// little-endian integer with bit 5 of every byte set: ASCII capitals become lower case,
     /// and so does every other pair of bytes that differ only in bit 5 (`[` and `{`, a digit
     /// and a control byte, `_` and DEL): that only adds false hits.
+    #[inline(always)]
     fn key_of(q: usize, bytes: &[u8]) -> u64 {
         if q == 8 {
             u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) | FOLD
@@ -91,39 +97,78 @@ impl QgramSet {
         }
     }
 
-    /// The word and the four bits within it that stand for `key`: the key is multiplied by
-    /// an odd constant into 128 bits and the halves are folded together (one multiply);
-    /// the word comes from the high 32 bits of that (scaled to the word count, which need not
-    /// be a power of two), the bits from the [`MASKS`] entry its low 10 bits pick.
+    /// The word and the four bits within it that stand for `key`: the key times an odd
+    /// constant (Fibonacci hashing), whose top bits, which depend on every bit of the key,
+    /// pick the word, and the 10 bits below them the [`MASKS`] entry.
+    #[inline(always)]
     fn slot(&self, key: u64) -> (usize, u64) {
-        let product = u128::from(key) * u128::from(MULTIPLIER);
-        let h = (product >> 64) as u64 ^ product as u64;
-        let word = ((h >> 32) * self.words.len() as u64) >> 32;
-        (word as usize, MASKS[(h & 1023) as usize])
+        let h = key.wrapping_mul(MULTIPLIER);
+        let word = h >> self.shift;
+        let mask = MASKS[(h >> (self.shift - 10)) as usize & 1023];
+        (word as usize, mask)
     }
 
-    /// Tests `n` (at most [`BATCH`]) windows of `hay`, at `first`, `first + stride`, …, all
-    /// of which hold `q` bytes: bit `i` of the result is set when window `i` may be in the
-    /// set. No test waits on another's read, so the reads overlap (cache misses, when input
-    /// streams past a large filter).
-    fn contains_batch(&self, hay: &[u8], first: usize, stride: usize, n: usize) -> u32 {
-        let test = |hits: u32, i: usize| {
-            let (word, mask) = self.slot(self.key(&hay[first + i * stride..]));
-            hits | u32::from(self.words[word] & mask == mask) << i
-        };
-        if n == BATCH {
-            // A constant trip count: unrolled, with no loop-carried branch between reads.
-            (0..BATCH).fold(0, test)
-        } else {
-            (0..n).fold(0, test)
+    /// Whether the word at `key`'s slot has all of its four bits set.
+    #[inline(always)]
+    fn holds(&self, key: u64) -> bool {
+        let (word, mask) = self.slot(key);
+        self.words[word] & mask == mask
+    }
+
+    /// The first of the windows of `hay` at `from`, `from + stride`, … that start before
+    /// `end` and may be in the set, or `None`. Every such window must hold `q` bytes.
+    ///
+    /// A tight loop whose iterations share nothing but the position: the processor runs
+    /// ahead through the (predicted) misses, so the reads of many windows overlap.
+    fn next_hit(&self, hay: &[u8], from: usize, end: usize, stride: usize) -> Option<usize> {
+        // With the x86-64-v3 features (BMI2's shifts by a register) the loop is a few
+        // instructions shorter.
+        #[cfg(target_arch = "x86_64")]
+        if let Some(simd) = pulp::x86::V3::try_new() {
+            return simd.vectorize(|| self.next_hit_inline(hay, from, end, stride));
         }
+        self.next_hit_inline(hay, from, end, stride)
+    }
+
+    /// [`QgramSet::next_hit`], inlined into its caller (and so compiled with its target
+    /// features).
+    #[inline(always)]
+    fn next_hit_inline(&self, hay: &[u8], from: usize, end: usize, stride: usize) -> Option<usize> {
+        if self.q == 8 {
+            self.next_hit_q::<8>(hay, from, end, stride)
+        } else {
+            self.next_hit_q::<4>(hay, from, end, stride)
+        }
+    }
+
+    /// [`QgramSet::next_hit`] for `Q`-grams.
+    #[inline(always)]
+    fn next_hit_q<const Q: usize>(
+        &self,
+        hay: &[u8],
+        from: usize,
+        end: usize,
+        stride: usize,
+    ) -> Option<usize> {
+        // The filter's fields in locals, so they stay in registers through the loop.
+        let (words, shift) = (&*self.words, self.shift);
+        let mut at = from;
+        while at < end {
+            let gram = hay[at..].first_chunk::<Q>()?;
+            let h = Self::key_of(Q, gram).wrapping_mul(MULTIPLIER);
+            let mask = MASKS[(h >> (shift - 10)) as usize & 1023];
+            if words[(h >> shift) as usize] & mask == mask {
+                return Some(at);
+            }
+            at += stride;
+        }
+        None
     }
 
     /// Whether the q-gram at the start of `bytes` (at least `q` bytes), ignoring ASCII case,
     /// may be in the set.
     pub(super) fn contains(&self, bytes: &[u8]) -> bool {
-        let (word, mask) = self.slot(self.key(bytes));
-        self.words[word] & mask == mask
+        self.holds(self.key(bytes))
     }
 }
 
@@ -202,8 +247,6 @@ impl Sampler {
             next: 0,
             end,
             open: None,
-            batch: 0,
-            hits: 0,
         }
     }
 }
@@ -223,10 +266,6 @@ pub(super) struct Starts<'h> {
     end: usize,
     /// The range being grown by consecutive hits.
     open: Option<Range<usize>>,
-    /// The first window position of the batch in `hits`.
-    batch: usize,
-    /// Bit `i`: the window at `batch + i * stride` hit, not yet handled.
-    hits: u32,
 }
 
 impl Iterator for Starts<'_> {
@@ -235,24 +274,12 @@ impl Iterator for Starts<'_> {
     fn next(&mut self) -> Option<Range<usize>> {
         let s = self.sampler;
         loop {
-            if self.hits == 0 {
-                if self.next >= self.end {
-                    break;
-                }
-                // The windows left, `ceil((end - next) / stride)`, capped at BATCH: a
-                // division only near the end.
-                let n = if self.end - self.next > (BATCH - 1) * s.stride {
-                    BATCH
-                } else {
-                    (self.end - self.next).div_ceil(s.stride)
-                };
-                self.batch = self.next;
-                self.hits = s.qgrams.contains_batch(self.hay, self.next, s.stride, n);
-                self.next += n * s.stride;
-                continue;
-            }
-            let at = self.batch + self.hits.trailing_zeros() as usize * s.stride;
-            self.hits &= self.hits - 1;
+            let Some(at) = s.qgrams.next_hit(self.hay, self.next, self.end, s.stride) else {
+                // Sampled to the end: a later call must not scan the tail again.
+                self.next = self.end;
+                break;
+            };
+            self.next = at + s.stride;
             let lo = (at + 1).saturating_sub(s.stride);
             let hi = (at + 1).min(self.limit);
             if lo >= hi {
