@@ -124,8 +124,10 @@ pub const DEFAULT_FLOOR: usize = 8;
 /// (64 MiB), which keeps building the automaton within its limits.
 pub const MAX_PATTERN_BYTES: usize = 64 << 20;
 
-/// Up to this many bytes of forms in total, the automaton is a full DFA (fastest scan, about
-/// 1 KiB of memory per pattern byte at worst); above it, a contiguous NFA (fast to build).
+/// Up to this many bytes of forms in total, a redactor without a sampler (some form shorter
+/// than 8 bytes) scans with a full DFA (fastest scan, about 1 KiB of memory per pattern byte
+/// at worst); above it, or with a sampler, the automaton is a contiguous NFA (fast to build,
+/// compact).
 pub const DFA_PATTERN_BYTES: usize = 16 << 10;
 
 /// [`Redactor::redact`] works through its input in slices of this many bytes (64 KiB), as a
@@ -538,11 +540,15 @@ fn compile(patterns: &[Pattern], fold: bool, prefilter: bool) -> Result<Option<A
         // Anchored searches at the sampler's candidate starts; unanchored ones without it.
         .start_kind(StartKind::Both)
         .ascii_case_insensitive(fold)
-        // Past the threshold a DFA takes seconds to build (a 4 kB PEM-sized secret has about
-        // 120 kB of forms), and aho-corasick's own choice is still a DFA for few patterns, so
-        // the contiguous NFA is chosen explicitly. The automaton only runs near the windows
-        // the sampler flags, so its raw speed matters less than its build time.
-        .kind(Some(if total <= DFA_PATTERN_BYTES {
+        // With a sampler (no aho-corasick prefilter), the automaton only verifies the few
+        // candidate starts the sampler flags, from a cold cache: a DFA's rows are hundreds of
+        // bytes apart (2.8 MB for one secret's 29 forms), so walking a matched form missed
+        // the cache at every byte, while the contiguous NFA keeps a form's chain of states
+        // together in a compact table. Without a sampler it scans everything, where a DFA is
+        // fastest; past the threshold, though, a DFA takes seconds to build (a 4 kB
+        // PEM-sized secret has about 120 kB of forms), and aho-corasick's own choice is
+        // still a DFA for few patterns, so the kind is chosen explicitly.
+        .kind(Some(if prefilter && total <= DFA_PATTERN_BYTES {
             AhoCorasickKind::DFA
         } else {
             AhoCorasickKind::ContiguousNFA
@@ -888,9 +894,7 @@ impl Inner {
         if let Some(sampler) = &self.sampler {
             for starts in sampler.starts(hay, limit) {
                 for at in starts {
-                    // A sampled redactor's forms are all at least 8 bytes long, and every
-                    // one's first 4 are in `starts`: a cheap test before the two searches.
-                    if hay.len() - at < 4 || !self.starts.contains(&hay[at..]) {
+                    if !self.may_start_form(hay, at) {
                         continue;
                     }
                     for which in [main, folded] {
@@ -1067,6 +1071,20 @@ impl Inner {
             }
         }
         hay.len()
+    }
+
+    /// Whether a form of a sampled redactor (every form at least 8 bytes long) may start at
+    /// `hay[at..]`: its first byte, its first two and its first four bytes begin some form,
+    /// each test cheaper and rarer than the next. Cheap next to the two anchored searches it
+    /// spares most of the sampler's candidate positions.
+    fn may_start_form(&self, hay: &[u8], at: usize) -> bool {
+        let Some(&[a, b, ..]) = hay.get(at..at + 4) else {
+            return false;
+        };
+        let pair = usize::from(a) << 8 | usize::from(b);
+        self.first_bytes[usize::from(a)]
+            && self.pairs[pair / 64] & (1 << (pair % 64)) != 0
+            && self.starts.contains(&hay[at..])
     }
 
     /// Whether `hay[p..]` (whose first byte begins some form) is a proper prefix of a form:
