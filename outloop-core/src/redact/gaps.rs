@@ -140,11 +140,14 @@ mod avx2 {
     /// and 0xef (low nibble f, high 7 or e); bit 3: 0xe2.
     ///
     /// Bits 4-7, [`BASE64`]: `b` is in the standard base64 alphabet
-    /// ([`is_base64`](super::is_base64)). Bit 4: `+` and `/` (0x2b, 0x2f); bit 5: digits
+    /// ([`is_base64`](super::is_base64)) or is CR, the two kinds of byte that may come
+    /// before a line feed that is a gap. Bit 4: `+` and `/` (0x2b, 0x2f) and CR (0x0d), and
+    /// with them, from the same nibbles, `-` (0x2d) and the controls 0x0b and 0x0f: only a
+    /// line feed next to one of those three is checked exactly for nothing; bit 5: digits
     /// 0x30-0x39; bit 6: 0x41-0x4f and 0x61-0x6f; bit 7: 0x50-0x5a and 0x70-0x7a.
     const HIGH: [u8; 16] = {
         let mut t = [0; 16];
-        t[0x0] = 1;
+        t[0x0] = 1 | 16;
         t[0x1] = 2;
         t[0x2] = 16;
         t[0x3] = 32;
@@ -164,7 +167,11 @@ mod avx2 {
                 | if matches!(low, 0x9 | 0xa | 0xd) { 0 } else { 1 }
                 | if low == 0xf { 4 } else { 0 }
                 | if low == 0x2 { 8 } else { 0 }
-                | if matches!(low, 0xb | 0xf) { 16 } else { 0 }
+                | if matches!(low, 0xb | 0xd | 0xf) {
+                    16
+                } else {
+                    0
+                }
                 | if low <= 0x9 { 32 } else { 0 }
                 | if low >= 0x1 { 64 } else { 0 }
                 | if low <= 0xa { 128 } else { 0 };
@@ -174,7 +181,7 @@ mod avx2 {
     };
     /// The class bits of a possible gap start (see [`HIGH`]).
     const GAP: i8 = 0x0f;
-    /// The class bits of a base64-alphabet byte (see [`HIGH`]).
+    /// The class bits of a base64-alphabet byte or CR (see [`HIGH`]).
     const BASE64: i8 = 0xf0_u8 as i8;
 
     /// A 16-byte table in both 128-bit lanes (`vpshufb` looks up within a lane).
@@ -188,17 +195,15 @@ mod avx2 {
     /// See [`scan`](super::scan). Per 64 bytes: each byte's class by two table lookups
     /// ([`HIGH`]), tested for [`GAP`] bits, and a bitmask of the line feeds. A line feed is
     /// checked as [`line_gap_at`] does only when the byte before it is base64 or CR and the
-    /// byte after it is base64 (or either lies outside the 64 bytes): a necessary condition
-    /// that log lines, which seldom end and start that way, fail in the vector registers.
+    /// byte after it is base64 (or either lies outside the 64 bytes; both tests by the one
+    /// [`BASE64`] class): a necessary condition that log lines, which seldom end and start
+    /// that way, fail in the vector registers.
     #[inline(always)]
     pub(super) fn scan(simd: V3, hay: &[u8], before: usize) -> (Vec<(usize, usize)>, bool) {
         let (avx, avx2) = (simd.avx, simd.avx2);
         let (high, low) = (lanes(HIGH), lanes(LOW));
         let nibble = avx._mm256_set1_epi8(0x0f);
-        let (lf, cr) = (
-            avx._mm256_set1_epi8(b'\n' as i8),
-            avx._mm256_set1_epi8(b'\r' as i8),
-        );
+        let lf = avx._mm256_set1_epi8(b'\n' as i8);
         let base64 = avx._mm256_set1_epi8(BASE64);
         let zero = avx._mm256_setzero_si256();
         let class = |v: __m256i| {
@@ -234,10 +239,10 @@ mod avx2 {
             }
             let not_base64 =
                 |c: __m256i| avx2._mm256_cmpeq_epi8(avx2._mm256_and_si256(c, base64), zero);
-            let is_base64 = !bits(not_base64(class_a), not_base64(class_b));
-            let returns = bits(avx2._mm256_cmpeq_epi8(a, cr), avx2._mm256_cmpeq_epi8(b, cr));
-            let after_base64_or_cr = (is_base64 | returns) << 1 | 1;
-            let before_base64 = is_base64 >> 1 | 1 << 63;
+            // Over-approximated (see `HIGH`): base64, CR, and three rare lookalikes.
+            let is_base64_or_cr = !bits(not_base64(class_a), not_base64(class_b));
+            let after_base64_or_cr = is_base64_or_cr << 1 | 1;
+            let before_base64 = is_base64_or_cr >> 1 | 1 << 63;
             let feeds = feeds & after_base64_or_cr & before_base64;
             if feeds != 0 {
                 line_gaps_in(hay, before, k * 64, feeds, &mut lines);
