@@ -193,11 +193,12 @@ mod avx2 {
     }
 
     /// See [`scan`](super::scan). Per 64 bytes: each byte's class by two table lookups
-    /// ([`HIGH`]), tested for [`GAP`] bits, and a bitmask of the line feeds. A line feed is
-    /// checked as [`line_gap_at`] does only when the byte before it is base64 or CR and the
-    /// byte after it is base64 (or either lies outside the 64 bytes; both tests by the one
-    /// [`BASE64`] class): a necessary condition that log lines, which seldom end and start
-    /// that way, fail in the vector registers.
+    /// ([`HIGH`]), and the same 64 bytes read again one byte later, compared with LF. One
+    /// test then asks whether any byte has [`GAP`] bits, or [`BASE64`] bits while the byte
+    /// after it is a line feed: a line feed can be a gap only after a base64 byte or CR (see
+    /// [`line_gap_at`]). Text without gap characters whose lines end in other bytes, as log
+    /// lines and JSON bodies do, passes every block on that one test, with no branch that
+    /// depends on where its lines end; a block that fails it is looked at exactly.
     #[inline(always)]
     pub(super) fn scan(simd: V3, hay: &[u8], before: usize) -> (Vec<(usize, usize)>, bool) {
         let (avx, avx2) = (simd.avx, simd.avx2);
@@ -222,36 +223,58 @@ mod avx2 {
         let gap_bits = avx._mm256_set1_epi8(GAP);
         let mut lines = Vec::new();
         let mut chars = false;
-        // 64-byte blocks as pairs of 32-byte arrays (no fallible conversion), then the tail.
-        let (vectors, _) = hay.as_chunks::<32>();
-        let (blocks, _) = vectors.as_chunks::<2>();
-        let tail = &hay[blocks.len() * 64..];
-        for (k, [a, b]) in blocks.iter().enumerate() {
+        // 64-byte blocks as pairs of 32-byte arrays (no fallible conversion), zipped with the
+        // blocks one byte later (so a block is taken only when the byte after it exists),
+        // then the tail.
+        let (blocks, _) = hay.as_chunks::<32>().0.as_chunks::<2>();
+        let (next_blocks, _) = hay
+            .get(1..)
+            .unwrap_or_default()
+            .as_chunks::<32>()
+            .0
+            .as_chunks::<2>();
+        // A block at `p` looks at the line feeds at `p + 1 ..= p + 64`; one at 0 has no byte
+        // before it here, so it is checked first.
+        if !next_blocks.is_empty() && hay[0] == b'\n' {
+            lines.extend(line_gap_at(hay, before, 0));
+        }
+        let mut tail_at = 0;
+        for (k, ([a, b], [next_a, next_b])) in blocks.iter().zip(next_blocks).enumerate() {
             let (a, b): (__m256i, __m256i) = (pulp::cast(*a), pulp::cast(*b));
             let (class_a, class_b) = (class(a), class(b));
-            // A flag, not a vector accumulator: the call below clobbers every vector
-            // register, and an accumulator kept in memory would chain the iterations.
-            let classes = avx2._mm256_or_si256(class_a, class_b);
-            chars |= avx._mm256_testz_si256(classes, gap_bits) == 0;
-            let feeds = bits(avx2._mm256_cmpeq_epi8(a, lf), avx2._mm256_cmpeq_epi8(b, lf));
-            if feeds == 0 {
+            // 0xff before a line feed, GAP elsewhere: keeps every gap bit, and the base64
+            // bits of the bytes before line feeds.
+            let (feed_a, feed_b) = (
+                avx2._mm256_cmpeq_epi8(pulp::cast(*next_a), lf),
+                avx2._mm256_cmpeq_epi8(pulp::cast(*next_b), lf),
+            );
+            let keep = |c: __m256i, feed: __m256i| {
+                avx2._mm256_and_si256(c, avx2._mm256_or_si256(feed, gap_bits))
+            };
+            let flagged = avx2._mm256_or_si256(keep(class_a, feed_a), keep(class_b, feed_b));
+            tail_at = (k + 1) * 64;
+            if avx._mm256_testz_si256(flagged, flagged) == 1 {
                 continue;
             }
-            let not_base64 =
-                |c: __m256i| avx2._mm256_cmpeq_epi8(avx2._mm256_and_si256(c, base64), zero);
+            let classes = avx2._mm256_or_si256(class_a, class_b);
+            chars |= avx._mm256_testz_si256(classes, gap_bits) == 0;
             // Over-approximated (see `HIGH`): base64, CR, and three rare lookalikes.
-            let is_base64_or_cr = !bits(not_base64(class_a), not_base64(class_b));
-            let after_base64_or_cr = is_base64_or_cr << 1 | 1;
-            let before_base64 = is_base64_or_cr >> 1 | 1 << 63;
-            let feeds = feeds & after_base64_or_cr & before_base64;
+            let not_base64_before_feed = |c: __m256i, feed: __m256i| {
+                let c = avx2._mm256_and_si256(avx2._mm256_and_si256(c, base64), feed);
+                avx2._mm256_cmpeq_epi8(c, zero)
+            };
+            let feeds = !bits(
+                not_base64_before_feed(class_a, feed_a),
+                not_base64_before_feed(class_b, feed_b),
+            );
             if feeds != 0 {
-                line_gaps_in(hay, before, k * 64, feeds, &mut lines);
+                line_gaps_in(hay, before, k * 64 + 1, feeds, &mut lines);
             }
         }
-        let tail_at = hay.len() - tail.len();
-        for (i, &b) in tail.iter().enumerate() {
-            if b == b'\n' {
-                lines.extend(line_gap_at(hay, before, tail_at + i));
+        // The tail's line feeds, but for one at its first byte when a block looked at it.
+        for (i, &b) in hay.iter().enumerate().skip(tail_at) {
+            if b == b'\n' && (i > tail_at || tail_at == 0) {
+                lines.extend(line_gap_at(hay, before, i));
             }
             chars |= may_start_gap(b);
         }
