@@ -223,9 +223,9 @@ mod avx2 {
         let gap_bits = avx._mm256_set1_epi8(GAP);
         let mut lines = Vec::new();
         let mut chars = false;
-        // 64-byte blocks as pairs of 32-byte arrays (no fallible conversion), zipped with the
-        // blocks one byte later (so a block is taken only when the byte after it exists),
-        // then the tail.
+        // 64-byte blocks as pairs of 32-byte arrays (no fallible conversion), each with the
+        // 64 bytes one later, then the tail. The last block may have no byte after it: its
+        // bytes one later are copied and padded with a byte that is not LF.
         let (blocks, _) = hay.as_chunks::<32>().0.as_chunks::<2>();
         let (next_blocks, _) = hay
             .get(1..)
@@ -233,13 +233,22 @@ mod avx2 {
             .as_chunks::<32>()
             .0
             .as_chunks::<2>();
+        let mut padded = [[0u8; 32]; 2];
+        if blocks.len() > next_blocks.len() {
+            let rest = &hay[next_blocks.len() * 64 + 1..];
+            padded.as_flattened_mut()[..rest.len()].copy_from_slice(rest);
+        }
         // A block at `p` looks at the line feeds at `p + 1 ..= p + 64`; one at 0 has no byte
         // before it here, so it is checked first.
-        if !next_blocks.is_empty() && hay[0] == b'\n' {
+        if !blocks.is_empty() && hay[0] == b'\n' {
             lines.extend(line_gap_at(hay, before, 0));
         }
-        let mut tail_at = 0;
-        for (k, ([a, b], [next_a, next_b])) in blocks.iter().zip(next_blocks).enumerate() {
+        for (k, [a, b]) in blocks.iter().enumerate() {
+            let [next_a, next_b] = if k < next_blocks.len() {
+                &next_blocks[k]
+            } else {
+                &padded
+            };
             let (a, b): (__m256i, __m256i) = (pulp::cast(*a), pulp::cast(*b));
             let (class_a, class_b) = (class(a), class(b));
             // 0xff before a line feed, GAP elsewhere: keeps every gap bit, and the base64
@@ -252,7 +261,6 @@ mod avx2 {
                 avx2._mm256_and_si256(c, avx2._mm256_or_si256(feed, gap_bits))
             };
             let flagged = avx2._mm256_or_si256(keep(class_a, feed_a), keep(class_b, feed_b));
-            tail_at = (k + 1) * 64;
             if avx._mm256_testz_si256(flagged, flagged) == 1 {
                 continue;
             }
@@ -272,6 +280,7 @@ mod avx2 {
             }
         }
         // The tail's line feeds, but for one at its first byte when a block looked at it.
+        let tail_at = blocks.len() * 64;
         for (i, &b) in hay.iter().enumerate().skip(tail_at) {
             if b == b'\n' && (i > tail_at || tail_at == 0) {
                 lines.extend(line_gap_at(hay, before, i));
