@@ -1075,7 +1075,7 @@ impl Inner {
 
     /// Whether a form of a sampled redactor (every form at least 8 bytes long) may start at
     /// `hay[at..]`: its first byte, its first two and its first four bytes begin some form,
-    /// each test cheaper and rarer than the next. Cheap next to the two anchored searches it
+    /// each test cheaper, and passed more often, than the next. Cheap next to the two anchored searches it
     /// spares most of the sampler's candidate positions.
     fn may_start_form(&self, hay: &[u8], at: usize) -> bool {
         let Some(&[a, b, ..]) = hay.get(at..at + 4) else {
