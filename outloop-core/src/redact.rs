@@ -88,6 +88,7 @@
 //! # Ok::<(), outloop_core::Error>(())
 //! ```
 
+mod firsts;
 mod gaps;
 mod io;
 mod sample;
@@ -112,6 +113,7 @@ use crate::secret::SecretValue;
 
 pub use io::{DEFAULT_READ_CHUNK, RedactReader, RedactWriter};
 
+use firsts::FirstBytes;
 use gaps::Skeleton;
 use sample::{QgramSet, Sampler};
 use variants::Form;
@@ -463,10 +465,10 @@ impl RedactorBuilder {
             .map(|p| p.bytes.len())
             .max()
             .unwrap_or(0);
-        let mut first_bytes = [false; 256];
+        let mut first_bytes = FirstBytes::new();
         let mut pairs = vec![0u64; 1024].into_boxed_slice();
         let mut mark = |a: u8, b: Option<u8>| {
-            first_bytes[usize::from(a)] = true;
+            first_bytes.insert(a);
             if let Some(b) = b {
                 let i = usize::from(a) << 8 | usize::from(b);
                 pairs[i / 64] |= 1 << (i % 64);
@@ -730,8 +732,8 @@ struct Inner {
     tags: Vec<Box<[u8]>>,
     /// Length of the longest form.
     max_len: usize,
-    /// Whether some form starts with this byte.
-    first_bytes: [bool; 256],
+    /// The bytes some form starts with.
+    first_bytes: FirstBytes,
     /// Bitset over `a << 8 | b`: whether some form starts with the bytes `a b`.
     pairs: Box<[u64]>,
     /// The first 4 bytes of every form at least 5 bytes long, case-folded.
@@ -1047,7 +1049,7 @@ impl Inner {
                 if let Some(p) = sampler
                     .starts(tail, near - from)
                     .flat_map(|r| r.start + from..r.end + from)
-                    .find(|&p| self.first_bytes[usize::from(hay[p])] && self.begins_form(hay, p))
+                    .find(|&p| self.first_bytes.contains(hay[p]) && self.begins_form(hay, p))
                 {
                     return p;
                 }
@@ -1055,13 +1057,21 @@ impl Inner {
             }
             None => from,
         };
-        // Up to 64 positions at a time: one branch-free pass over the first-byte table, then
-        // the fuller test at the positions it leaves.
+        // Up to 64 positions at a time: the first-byte test over a 64-byte window (the last
+        // 64 bytes for the last positions), then the fuller test at the positions it leaves.
         for block in (near..hay.len()).step_by(64) {
             let end = (block + 64).min(hay.len());
-            let mut maybe = (block..end).fold(0u64, |bits, p| {
-                bits | u64::from(self.first_bytes[usize::from(hay[p])]) << (p - block)
-            });
+            let window = block.min(hay.len().saturating_sub(64));
+            let mut maybe = match hay[window..].first_chunk::<64>() {
+                Some(bytes) => {
+                    let bits = self.first_bytes.candidates(bytes) >> (block - window);
+                    bits & u64::MAX >> (64 - (end - block))
+                }
+                // A haystack shorter than 64 bytes.
+                None => (block..end).fold(0u64, |bits, p| {
+                    bits | u64::from(self.first_bytes.contains(hay[p])) << (p - block)
+                }),
+            };
             while maybe != 0 {
                 let p = block + maybe.trailing_zeros() as usize;
                 maybe &= maybe - 1;
@@ -1082,7 +1092,7 @@ impl Inner {
             return false;
         };
         let pair = usize::from(a) << 8 | usize::from(b);
-        self.first_bytes[usize::from(a)]
+        self.first_bytes.contains(a)
             && self.pairs[pair / 64] & (1 << (pair % 64)) != 0
             && self.starts.contains(&hay[at..])
     }
