@@ -62,7 +62,8 @@ impl Rng {
     }
 }
 
-/// `n` API-token-like secrets of 32 to 48 characters.
+/// `n` API-token-like secrets of 38 to 54 bytes (`FAKE_pat-NNNN-` and 24 to 40 letters and
+/// digits).
 fn secrets(n: usize) -> Vec<String> {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     (0..n)
