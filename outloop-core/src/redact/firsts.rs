@@ -64,32 +64,19 @@ impl FirstBytes {
 /// `core::arch` intrinsics (run inside `V3::vectorize`, like `gaps::avx2`).
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use std::arch::x86_64::__m256i;
-
     use pulp::x86::V3;
+
+    use crate::redact::gaps::avx2::{classify, lanes};
 
     /// See [`FirstBytes::candidates`](super::FirstBytes::candidates).
     #[inline(always)]
     pub(super) fn candidates(simd: V3, high: &[u8; 16], low: &[u8; 16], block: &[u8; 64]) -> u64 {
         let (avx, avx2) = (simd.avx, simd.avx2);
-        let lanes = |table: &[u8; 16]| {
-            let mut both = [0u8; 32];
-            both[..16].copy_from_slice(table);
-            both[16..].copy_from_slice(table);
-            pulp::cast::<[u8; 32], __m256i>(both)
-        };
-        let (high, low) = (lanes(high), lanes(low));
-        let nibble = avx._mm256_set1_epi8(0x0f);
+        let (high, low) = (lanes(*high), lanes(*low));
         let zero = avx._mm256_setzero_si256();
         // 0xff where the byte may be in the set, as the top bit of each byte.
         let half = |bytes: &[u8; 32]| {
-            let v: __m256i = pulp::cast(*bytes);
-            let hi = avx2._mm256_and_si256(avx2._mm256_srli_epi16::<4>(v), nibble);
-            let lo = avx2._mm256_and_si256(v, nibble);
-            let class = avx2._mm256_and_si256(
-                avx2._mm256_shuffle_epi8(high, hi),
-                avx2._mm256_shuffle_epi8(low, lo),
-            );
+            let class = classify(simd, high, low, pulp::cast(*bytes));
             let outside = avx2._mm256_cmpeq_epi8(class, zero);
             u64::from(!(avx2._mm256_movemask_epi8(outside) as u32))
         };

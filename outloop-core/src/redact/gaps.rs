@@ -126,7 +126,7 @@ fn scan(hay: &[u8], before: usize) -> (Vec<(usize, usize)>, bool) {
 /// the caller runs it inside [`pulp::x86::V3::vectorize`], which enables the target features
 /// that `V3::try_new` detected, so the intrinsics inline into 32-byte vector code.
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+pub(super) mod avx2 {
     use std::arch::x86_64::__m256i;
 
     use pulp::x86::V3;
@@ -185,11 +185,30 @@ mod avx2 {
     const BASE64: i8 = 0xf0_u8 as i8;
 
     /// A 16-byte table in both 128-bit lanes (`vpshufb` looks up within a lane).
-    fn lanes(table: [u8; 16]) -> __m256i {
+    pub(in crate::redact) fn lanes(table: [u8; 16]) -> __m256i {
         let mut both = [0u8; 32];
         both[..16].copy_from_slice(&table);
         both[16..].copy_from_slice(&table);
         pulp::cast(both)
+    }
+
+    /// Each byte `b` of `v` classified as `high[b >> 4] & low[b & 15]`, with `high` and `low`
+    /// 16-byte tables in both lanes ([`lanes`]).
+    #[inline(always)]
+    pub(in crate::redact) fn classify(
+        simd: V3,
+        high: __m256i,
+        low: __m256i,
+        v: __m256i,
+    ) -> __m256i {
+        let (avx, avx2) = (simd.avx, simd.avx2);
+        let nibble = avx._mm256_set1_epi8(0x0f);
+        let hi = avx2._mm256_and_si256(avx2._mm256_srli_epi16::<4>(v), nibble);
+        let lo = avx2._mm256_and_si256(v, nibble);
+        avx2._mm256_and_si256(
+            avx2._mm256_shuffle_epi8(high, hi),
+            avx2._mm256_shuffle_epi8(low, lo),
+        )
     }
 
     /// See [`scan`](super::scan). Per 64 bytes: each byte's class by two table lookups
@@ -203,18 +222,10 @@ mod avx2 {
     pub(super) fn scan(simd: V3, hay: &[u8], before: usize) -> (Vec<(usize, usize)>, bool) {
         let (avx, avx2) = (simd.avx, simd.avx2);
         let (high, low) = (lanes(HIGH), lanes(LOW));
-        let nibble = avx._mm256_set1_epi8(0x0f);
         let lf = avx._mm256_set1_epi8(b'\n' as i8);
         let base64 = avx._mm256_set1_epi8(BASE64);
         let zero = avx._mm256_setzero_si256();
-        let class = |v: __m256i| {
-            let hi = avx2._mm256_and_si256(avx2._mm256_srli_epi16::<4>(v), nibble);
-            let lo = avx2._mm256_and_si256(v, nibble);
-            avx2._mm256_and_si256(
-                avx2._mm256_shuffle_epi8(high, hi),
-                avx2._mm256_shuffle_epi8(low, lo),
-            )
-        };
+        let class = |v: __m256i| classify(simd, high, low, v);
         // The top bit of each byte of `a`, then of `b` (`vpmovmskb`), as one word.
         let bits = |a: __m256i, b: __m256i| {
             let half = |v: __m256i| u64::from(avx2._mm256_movemask_epi8(v) as u32);
