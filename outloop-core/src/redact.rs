@@ -1068,9 +1068,7 @@ impl Inner {
                     bits & u64::MAX >> (64 - (end - block))
                 }
                 // A haystack shorter than 64 bytes.
-                None => (block..end).fold(0u64, |bits, p| {
-                    bits | u64::from(self.first_bytes.contains(hay[p])) << (p - block)
-                }),
+                None => self.first_bytes.exact_bits(&hay[block..end]),
             };
             while maybe != 0 {
                 let p = block + maybe.trailing_zeros() as usize;
@@ -1085,8 +1083,8 @@ impl Inner {
 
     /// Whether a form of a sampled redactor (every form at least 8 bytes long) may start at
     /// `hay[at..]`: its first byte, its first two and its first four bytes begin some form,
-    /// each test cheaper, and passed more often, than the next. Cheap next to the two anchored searches it
-    /// spares most of the sampler's candidate positions.
+    /// each test cheaper, and passed more often, than the next. Cheap next to the two
+    /// anchored searches it spares most of the sampler's candidate positions.
     fn may_start_form(&self, hay: &[u8], at: usize) -> bool {
         let Some(&[a, b, ..]) = hay.get(at..at + 4) else {
             return false;

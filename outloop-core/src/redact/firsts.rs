@@ -51,8 +51,11 @@ impl FirstBytes {
         self.exact_bits(block)
     }
 
-    /// Bit `i` set exactly for each byte `block[i]` in the set.
-    fn exact_bits(&self, block: &[u8]) -> u64 {
+    /// Bit `i` set exactly for each byte `block[i]` in the set; `block` holds at most 64
+    /// bytes. Out of line: with AVX2, only haystacks under 64 bytes reach it.
+    #[inline(never)]
+    pub(super) fn exact_bits(&self, block: &[u8]) -> u64 {
+        debug_assert!(block.len() <= 64);
         block
             .iter()
             .enumerate()

@@ -142,9 +142,9 @@ pub(super) mod avx2 {
     /// Bits 4-7, [`BASE64`]: `b` is in the standard base64 alphabet
     /// ([`is_base64`](super::is_base64)) or is CR, the two kinds of byte that may come
     /// before a line feed that is a gap. Bit 4: `+` and `/` (0x2b, 0x2f) and CR (0x0d), and
-    /// with them, from the same nibbles, `-` (0x2d) and the controls 0x0b and 0x0f: only a
-    /// line feed next to one of those three is checked exactly for nothing; bit 5: digits
-    /// 0x30-0x39; bit 6: 0x41-0x4f and 0x61-0x6f; bit 7: 0x50-0x5a and 0x70-0x7a.
+    /// with them, from the same nibbles, `-` (0x2d) and the controls 0x0b and 0x0f (a line
+    /// feed next to one of those three is checked exactly and found not to be a gap); bit 5:
+    /// digits 0x30-0x39; bit 6: 0x41-0x4f and 0x61-0x6f; bit 7: 0x50-0x5a and 0x70-0x7a.
     const HIGH: [u8; 16] = {
         let mut t = [0; 16];
         t[0x0] = 1 | 16;

@@ -77,7 +77,7 @@ impl QgramSet {
 
     /// Adds a q-gram given as its key ([`QgramSet::key_of`]).
     fn insert_key(&mut self, key: u64) {
-        let (word, mask) = self.slot(key);
+        let (word, mask) = Self::locate(key, self.shift);
         self.words[word] |= mask;
     }
 
@@ -99,12 +99,6 @@ impl QgramSet {
         }
     }
 
-    /// The word and the four bits within it that stand for `key` (see [`QgramSet::locate`]).
-    #[inline(always)]
-    fn slot(&self, key: u64) -> (usize, u64) {
-        Self::locate(key, self.shift)
-    }
-
     /// The word (of `1 << (64 - shift)`) and the four bits within it that stand for `key`.
     /// The key is first XOR-ed with itself shifted right by 31 (an 8-byte key's upper half
     /// lands on its lower bits; a 4-byte key only moves bit 31 onto bit 0), then multiplied
@@ -124,7 +118,7 @@ impl QgramSet {
     /// Whether the word at `key`'s slot has all of its four bits set.
     #[inline(always)]
     fn holds(&self, key: u64) -> bool {
-        let (word, mask) = self.slot(key);
+        let (word, mask) = Self::locate(key, self.shift);
         self.words[word] & mask == mask
     }
 
