@@ -1,13 +1,13 @@
 //! The set of bytes that begin some searched form, tested 64 positions at a time.
 //!
 //! A stream's held tail is looked for among the last `min_len - 1` positions of every chunk
-//! (see `Inner::prefix_start`): each position whose byte begins some form is tried. With
-//! 4 KiB chunks that test ran byte by byte over about 50 positions per chunk, some 400
-//! instructions, more than any other fixed cost of a push. On x86-64 with AVX2 it is now two
-//! table lookups per 32 bytes, over-approximated (a candidate is then tested exactly).
+//! (see `Inner::prefix_start`): each position whose byte begins some form is tried. Tested
+//! byte by byte, that is about 400 instructions per 4 KiB chunk, more than any other fixed
+//! cost of a push; on x86-64 with AVX2 it is two table lookups per 32 bytes,
+//! over-approximated (a candidate is then tested exactly).
 
 /// The bytes that begin some form: exactly, and as two nibble tables for the vector test.
-#[derive(Debug, Clone)]
+/// No `Debug`: the set is the first byte of every form of every secret.
 pub(super) struct FirstBytes {
     exact: [bool; 256],
     /// For each byte `f` in the set, bit `f & 7` of `high[f >> 4]` and of `low[f & 15]`.

@@ -115,7 +115,7 @@ impl QgramSet {
         ((h >> shift) as usize, mask)
     }
 
-    /// Whether the word at `key`'s slot has all of its four bits set.
+    /// Whether the word [`QgramSet::locate`] picks for `key` has all four of its bits set.
     #[inline(always)]
     fn holds(&self, key: u64) -> bool {
         let (word, mask) = Self::locate(key, self.shift);
