@@ -363,6 +363,7 @@ fn interrupted_while_waiting_for_the_config_lock_changes_nothing() {
         .open(env.home.join("config.toml.lock"))
         .unwrap();
     lock.lock().unwrap();
+    crate::support::sigint_reaches_children();
     let mut child = Command::new(env!("CARGO_BIN_EXE_outloop"))
         .args(["import", ".env", "--tenant", "acme"])
         .current_dir(&env.acme)

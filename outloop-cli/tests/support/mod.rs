@@ -18,6 +18,41 @@ pub fn httpbin() -> String {
     )
 }
 
+/// Makes SIGINT end the children this test process starts, as it does from a terminal.
+///
+/// A suite started as a background job of a non-interactive shell (`cmd &` in a script, as
+/// some CI runners do) inherits SIGINT as ignored, and `exec` passes "ignored" on to every
+/// child, so a test that interrupts `outloop` would wait for it forever. `exec` resets a
+/// handled signal to its default action instead; so when SIGINT arrives here ignored, this
+/// installs tokio's handler, which only records the signal: the test process still goes on as
+/// before, and its children start with the default action. Reads the ignored set from
+/// `/proc/self/status` (Linux); elsewhere it does nothing.
+pub fn sigint_reaches_children() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let ignored = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigIgn:"))
+            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+            .unwrap_or(0);
+        // Bit n - 1 stands for signal n; SIGINT is 2.
+        if ignored & (1 << 1) == 0 {
+            return;
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for the SIGINT handler");
+        // The handler stays installed for the life of the process, after the listener and
+        // the runtime are dropped.
+        rt.block_on(async {
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        })
+        .expect("SIGINT handler installed");
+    });
+}
+
 /// A scratch setup: OUTLOOP_HOME, workspaces for two tenants and an unbound directory, and
 /// every byte the broker printed (for the leak check).
 pub struct Env {
