@@ -24,7 +24,7 @@
 
 use std::ops::Range;
 
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 /// The fewest bits per distinct q-gram in the filter (four of them set per q-gram, in one
 /// word); rounding the word count up to a power of two gives up to twice as many.
@@ -34,8 +34,7 @@ const BITS_PER_QGRAM: usize = 16;
 const MIN_WORD_BITS: u32 = 9;
 const MAX_WORD_BITS: u32 = 19;
 
-/// The q-gram sampler over a fixed set of forms.
-#[derive(Debug)]
+/// The q-gram sampler over a fixed set of forms. Its `Debug` shows sizes only.
 pub(super) struct Sampler {
     /// Distance between sampled windows: `min_len - q + 1`.
     stride: usize,
@@ -45,13 +44,39 @@ pub(super) struct Sampler {
 
 /// A set of case-folded q-grams (q = 4 or 8) as a register-blocked Bloom filter: `contains`
 /// may say yes wrongly (rarely), never no wrongly.
-#[derive(Debug)]
+///
+/// The filter's bits say which q-grams the secrets hold, so `Debug` shows sizes only and the
+/// words are zeroed on drop.
 pub(super) struct QgramSet {
     q: usize,
     /// `1 << word_bits` words.
     words: Box<[u64]>,
     /// `64 - word_bits`: the shift that leaves a hash's top `word_bits` bits (a word index).
     shift: u32,
+}
+
+impl std::fmt::Debug for Sampler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sampler")
+            .field("stride", &self.stride)
+            .field("qgrams", &self.qgrams)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for QgramSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QgramSet")
+            .field("q", &self.q)
+            .field("filter_words", &self.words.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for QgramSet {
+    fn drop(&mut self) {
+        self.words.zeroize();
+    }
 }
 
 impl QgramSet {
@@ -331,6 +356,23 @@ mod tests {
             );
         }
         assert!(MASKS.iter().all(|m| m.count_ones() == 4));
+    }
+
+    /// `Debug` gives sizes, never the filter's words (which say what the secrets hold).
+    #[test]
+    fn debug_shows_sizes_not_filter_bits() {
+        let sampler = Sampler::new([&b"FAKE-0123456789abcdef-token"[..]].into_iter()).unwrap();
+        let shown = format!("{sampler:?}");
+        assert_eq!(
+            shown,
+            format!(
+                "Sampler {{ stride: {}, qgrams: QgramSet {{ q: 8, filter_words: {}, .. }} }}",
+                sampler.stride,
+                sampler.qgrams.words.len()
+            )
+        );
+        let set_word = sampler.qgrams.words.iter().find(|&&w| w != 0).unwrap();
+        assert!(!shown.contains(&set_word.to_string()), "{shown}");
     }
 
     #[test]
