@@ -46,10 +46,12 @@ pub fn sigint_reaches_children() {
             .expect("a runtime for the SIGINT handler");
         // The handler stays installed for the life of the process, after the listener and
         // the runtime are dropped.
-        rt.block_on(async {
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        })
-        .expect("SIGINT handler installed");
+        let listener = rt
+            .block_on(async {
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            })
+            .expect("SIGINT handler installed");
+        drop(listener);
     });
 }
 
