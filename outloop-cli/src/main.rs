@@ -89,14 +89,20 @@ fn main() -> ExitCode {
 /// a keystore that fell back to the identity file) to stderr, filtered by `OUTLOOP_LOG`
 /// (`tracing-subscriber` `EnvFilter` syntax, e.g. `warn` or `outloop_core=debug`).
 ///
-/// Always on, at `warn`, for `outloop serve`: its stderr is the operator's log. For other
-/// commands only when `OUTLOOP_LOG` is set: an agent runs them, and a warning about a canary
-/// would tell it where the tripwires are (`outloop doctor` reports them to the human).
+/// Always on, at `warn`, for `outloop serve`: its stderr is the operator's log. For
+/// `outloop mcp`, the MCP SDK's own errors only (`rmcp=error`: a message dropped for passing
+/// its 16 MiB line limit, a broken pipe), which the agent host keeps in its server log. For
+/// other commands only when `OUTLOOP_LOG` is set: an agent runs them, and a warning about a
+/// canary would tell it where the tripwires are (`outloop doctor` reports them to the human).
 fn init_logging(command: &cli::Command) {
-    let serve = matches!(command, cli::Command::Serve { .. });
+    let default = match command {
+        cli::Command::Serve { .. } => Some("warn"),
+        cli::Command::Mcp { .. } => Some("rmcp=error"),
+        _ => None,
+    };
     let Some(filter) = std::env::var("OUTLOOP_LOG")
         .ok()
-        .or_else(|| serve.then(|| "warn".to_owned()))
+        .or_else(|| default.map(str::to_owned))
     else {
         return;
     };

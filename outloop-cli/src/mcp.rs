@@ -3,7 +3,10 @@
 //! The agent starts `outloop mcp` in its workspace (or with `--workspace DIR`); the server
 //! speaks MCP over stdin/stdout with the official Rust SDK, [rmcp](https://docs.rs/rmcp)
 //! 3.11 (protocol versions up to 2026-07-28, stdio transport). Stdout carries only protocol
-//! messages; every log line goes to stderr.
+//! messages; every log line goes to stderr. A message longer than the SDK's line limit
+//! (`rmcp::transport::async_rw::DEFAULT_MAX_LINE_LENGTH`, 16 MiB) is dropped unread, with one
+//! line on stderr; it gets no reply, since its id is never parsed, and the session goes on.
+//! No tool takes input anywhere near that size.
 //!
 //! # Tools
 //!

@@ -167,3 +167,80 @@ fn mcp_refuses_a_missing_workspace_and_a_broken_config_at_start() {
     assert!(r.stdout.is_empty(), "{}", r.stdout);
     env.assert_no_leak();
 }
+
+/// A message longer than the SDK's 16 MiB line limit is dropped unanswered, with one line on
+/// stderr saying so, and the session answers the next request. Raw JSON-RPC lines here: an
+/// SDK client would refuse to send the oversized one.
+#[test]
+fn an_oversized_message_is_dropped_with_a_log_line_and_the_session_goes_on() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::Stdio;
+    let env = Env::new(&config());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_outloop"))
+        .args(["mcp", "--workspace", env.acme.to_str().unwrap()])
+        .current_dir(&env.root)
+        .env("OUTLOOP_HOME", &env.home)
+        .env_remove("OUTLOOP_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut reply = || {
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        serde_json::from_str::<serde_json::Value>(&line).unwrap()
+    };
+    let initialize = serde_json::json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": { "name": "outloop-e2e", "version": "1" }
+        }
+    });
+    writeln!(stdin, "{initialize}").unwrap();
+    assert_eq!(reply()["id"], 1);
+    writeln!(
+        stdin,
+        r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#
+    )
+    .unwrap();
+    // 16 MiB of argument alone, so the line is past the limit whatever the framing adds.
+    let oversized = serde_json::json!({
+        "jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": { "name": "echo__bearer", "arguments": { "x": "a".repeat(16 << 20) } }
+    });
+    writeln!(stdin, "{oversized}").unwrap();
+    writeln!(stdin, r#"{{"jsonrpc":"2.0","id":3,"method":"tools/list"}}"#).unwrap();
+    let next = reply();
+    assert_eq!(next["id"], 3, "the oversized request got a reply: {next}");
+    assert!(
+        next["result"]["tools"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["name"] == "echo__bearer")),
+        "{next}"
+    );
+    drop(stdin);
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(status.success(), "{stderr}");
+    let dropped: Vec<_> = stderr
+        .lines()
+        .filter(|l| l.contains("exceeded the maximum line length"))
+        .collect();
+    assert_eq!(dropped.len(), 1, "{stderr}");
+    assert!(dropped[0].contains("max_line_length=16777216"), "{stderr}");
+    assert!(
+        stderr.len() < 4096,
+        "stderr holds the message: {stderr:.200}"
+    );
+    env.assert_no_leak();
+}
