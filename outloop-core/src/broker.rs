@@ -272,15 +272,23 @@ fn warn_on_alert(record: &AuditRecord) {
 }
 
 /// Collects the facts of one attempt for its audit record.
+///
+/// Until [`Attempt::take_record`] hands the record over for its append, the attempt is
+/// pending: dropped then (the request's future was dropped mid-flight because its caller went
+/// away, or the runtime shut down), it appends its record itself, with `outcome =
+/// "cancelled"`, so no attempt that may have reached a backend or an upstream goes unaudited.
 struct Attempt {
     started: Instant,
     record: AuditRecord,
+    /// The sink a dropped, still pending attempt appends to; `None` once handed over.
+    pending: Option<Arc<dyn AuditSink>>,
 }
 
 impl Attempt {
-    fn new(dir: &Path, action: &str) -> Self {
+    fn new(dir: &Path, action: &str, audit: &Arc<dyn AuditSink>) -> Self {
         Self {
             started: Instant::now(),
+            pending: Some(Arc::clone(audit)),
             record: AuditRecord {
                 time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 request_id: uuid::Uuid::new_v4().to_string(),
@@ -304,11 +312,42 @@ impl Attempt {
         }
     }
 
+    /// Ends the pending state and returns the record, for the caller to append.
+    fn take_record(&mut self) -> AuditRecord {
+        self.pending = None;
+        self.record.clone()
+    }
+
     fn verdict(&mut self, v: &Verdict) {
         self.record.decision = v.decision.as_str().into();
         self.record.rule = Some(v.rule.clone());
         if v.decision != Decision::Allow {
             self.record.reason = Some(v.reason.clone());
+        }
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        let Some(audit) = self.pending.take() else {
+            return;
+        };
+        let rec = &mut self.record;
+        rec.outcome = "cancelled".into();
+        rec.duration_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let why = "the caller went away before the request finished (a backend or the upstream may have been reached)";
+        rec.reason = Some(match rec.reason.take() {
+            Some(r) => format!("{r}; {why}"),
+            None => why.to_owned(),
+        });
+        // Synchronous: a drop cannot await, and at runtime shutdown a spawned task would
+        // never run. One append (lock, write, fsync) on a path that is rare.
+        if let Err(e) = audit.append(rec) {
+            tracing::warn!(
+                request_id = %rec.request_id,
+                error = %e,
+                "the audit record of a cancelled request could not be written"
+            );
         }
     }
 }
@@ -346,8 +385,10 @@ impl Broker {
     /// - [`ErrorKind::Audit`]: the attempt could not be audited; no result is returned.
     ///
     /// Every error is audited before it is returned. No message contains a secret.
+    /// Dropping the returned future before it completes (its caller went away) appends the
+    /// attempt's record as it drops, with `outcome = "cancelled"`.
     pub async fn call(&self, request: CallRequest) -> Result<CallResult> {
-        let mut attempt = Attempt::new(&request.workspace, &request.action);
+        let mut attempt = Attempt::new(&request.workspace, &request.action, &self.audit);
         let outcome = self.run(&request, &mut attempt).await;
         let rec = &mut attempt.record;
         // Only declared parameter names reach the audit: an invented name could be anything.
@@ -383,7 +424,7 @@ impl Broker {
             }
         }
         warn_on_alert(&attempt.record);
-        self.append_audit(attempt.record).await?;
+        self.append_audit(attempt.take_record()).await?;
         outcome
     }
 

@@ -336,6 +336,49 @@ async fn an_approved_request_runs_once() {
     assert_eq!(recs.last().unwrap().outcome, "ok");
 }
 
+/// A request whose caller goes away mid-flight (its future dropped, as when an MCP client
+/// disconnects or the runtime shuts down) is still audited, as `cancelled`.
+#[tokio::test]
+async fn a_request_dropped_mid_flight_is_audited_as_cancelled() {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let on_hold: OnHold = Arc::new(move |a: &outloop_core::approval::Approval| {
+        let _ = tx.send(a.id.clone());
+    });
+    let s = setup_with(600, Some(on_hold));
+    tokio::select! {
+        r = s.broker.call(req(&s.acme, "held", None)) => {
+            panic!("a held request finished unapproved: {:?}", r.map(|r| r.status));
+        }
+        id = rx.recv() => assert!(id.is_some(), "the request was held"),
+    }
+    // The call's future is gone; its record was appended as it dropped.
+    let before = {
+        let recs = s.audit.0.lock().unwrap();
+        assert_eq!(recs.len(), 1, "{recs:?}");
+        let rec = &recs[0];
+        assert_eq!(rec.action, "held");
+        assert_eq!(rec.tenant.as_deref(), Some("acme"));
+        assert_eq!(rec.decision, "approve");
+        assert_eq!(rec.outcome, "cancelled");
+        assert!(
+            rec.reason
+                .as_deref()
+                .is_some_and(|r| r.contains("the caller went away before the request finished")),
+            "{rec:?}"
+        );
+        assert_eq!(s.backend.reads(), 0);
+        let text = serde_json::to_string(&*recs).unwrap();
+        assert!(!text.contains(ACME) && !text.contains(GLOBEX), "{text}");
+        recs.len()
+    };
+    // A request that finishes is audited once, not again as cancelled.
+    let r = s.broker.call(req(&s.acme, "echo", None)).await.unwrap();
+    assert_eq!(r.status, 200);
+    let recs = s.audit.0.lock().unwrap();
+    assert_eq!(recs.len(), before + 1);
+    assert_eq!(recs.last().unwrap().outcome, "ok");
+}
+
 fn chrono_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

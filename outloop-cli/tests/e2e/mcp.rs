@@ -244,3 +244,85 @@ fn an_oversized_message_is_dropped_with_a_log_line_and_the_session_goes_on() {
     );
     env.assert_no_leak();
 }
+
+/// A tool call still waiting on its upstream when the client closes stdin is audited: the
+/// server gives in-flight calls the SDK's 5 s to finish, then exits, and the abandoned call's
+/// record says `cancelled`.
+#[test]
+fn a_call_cut_off_by_the_client_closing_stdin_is_audited_as_cancelled() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+    let h = httpbin();
+    let env = Env::new(&format!(
+        r#"{}
+[actions."echo.delay"]
+description = "httpbin /delay/10: answers after 10 s"
+credential = "echo"
+method = "GET"
+url = "{h}/delay/10"
+auth = {{ type = "bearer" }}
+"#,
+        config()
+    ));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_outloop"))
+        .args(["mcp", "--workspace", env.acme.to_str().unwrap()])
+        .current_dir(&env.root)
+        .env("OUTLOOP_HOME", &env.home)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let initialize = serde_json::json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": { "name": "outloop-e2e", "version": "1" }
+        }
+    });
+    writeln!(stdin, "{initialize}").unwrap();
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.contains(r#""id":1"#), "{line}");
+    writeln!(
+        stdin,
+        r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}
+{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"echo__delay","arguments":{{}}}}}}"#
+    )
+    .unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let rest = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    env.seen.lock().unwrap().extend_from_slice(&out.stdout);
+    env.seen.lock().unwrap().extend_from_slice(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        !rest.contains(r#""id":2"#),
+        "the 10 s call answered: {rest}"
+    );
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(env.audit_path())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let delay: Vec<_> = records
+        .iter()
+        .filter(|r| r["action"] == "echo.delay")
+        .collect();
+    assert_eq!(delay.len(), 1, "{records:?}");
+    assert_eq!(delay[0]["decision"], "allow");
+    assert_eq!(delay[0]["outcome"], "cancelled");
+    assert!(
+        delay[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("the caller went away")),
+        "{:?}",
+        delay[0]
+    );
+    let verify = env.run(&["audit", "verify"], &env.root);
+    assert_eq!(verify.code, 0, "{}", verify.stderr);
+    env.assert_no_leak();
+}

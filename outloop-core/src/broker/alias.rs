@@ -309,9 +309,11 @@ impl Broker {
     ///
     /// Everything but a malformed-request error is decided before any backend read; every
     /// attempt is audited before it returns. No message contains a secret.
+    /// Dropping the returned future before it completes (its caller went away) appends the
+    /// attempt's record as it drops, with `outcome = "cancelled"`.
     pub async fn request(&self, request: AliasRequest) -> Result<AliasResponse> {
         let target = format!("alias:{}", shown(&request.alias, 100));
-        let mut attempt = Attempt::new(&request.workspace, &target);
+        let mut attempt = Attempt::new(&request.workspace, &target, &self.audit);
         attempt.record.request = Some(format!(
             "{} {}",
             shown(&request.method, 10),
@@ -346,7 +348,7 @@ impl Broker {
             }
         }
         super::warn_on_alert(&attempt.record);
-        self.append_audit(attempt.record).await?;
+        self.append_audit(attempt.take_record()).await?;
         outcome
     }
 

@@ -270,10 +270,12 @@ impl Broker {
     /// - [`ErrorKind::Audit`]: the attempt could not be audited; no value is returned.
     ///
     /// Every error is audited before it is returned. No message contains a secret.
+    /// Dropping the returned future before it completes (its caller went away) appends the
+    /// attempt's record as it drops, with `outcome = "cancelled"`.
     pub async fn exec_start(&self, request: ExecRequest) -> Result<ExecSession> {
         let names = distinct_names(&request.credentials);
         let target = format!("exec:{}", names.join(","));
-        let mut attempt = Attempt::new(&request.workspace, &target);
+        let mut attempt = Attempt::new(&request.workspace, &target, &self.audit);
         let command = command_name(&request.command);
         attempt.record.reason = Some(format!("command `{command}`"));
         let outcome = self.exec_run(&request, &names, &mut attempt).await;
@@ -282,8 +284,9 @@ impl Broker {
         match outcome {
             Ok((ws, variables, canaries, redactor)) => {
                 rec.outcome = "started".into();
-                // The record that the secret was handed out is on disk before it is.
-                self.append_audit(rec.clone()).await?;
+                // The record that the secret was handed out is on disk before it is. From
+                // here the session's owner closes the record (`exec_finish`).
+                self.append_audit(attempt.take_record()).await?;
                 Ok(ExecSession {
                     tenant: ws.tenant,
                     workspace: ws.root,
@@ -305,7 +308,7 @@ impl Broker {
                     rec.decision = "deny".into();
                 }
                 rec.reason = Some(format!("command `{command}`: {}", e.message()));
-                self.append_audit(attempt.record).await?;
+                self.append_audit(attempt.take_record()).await?;
                 Err(e)
             }
         }
@@ -382,7 +385,7 @@ impl Broker {
             }
         }
         super::warn_on_alert(&attempt.record);
-        self.append_audit(attempt.record).await
+        self.append_audit(attempt.take_record()).await
     }
 
     async fn exec_run(
