@@ -68,6 +68,9 @@ fn anchored(pattern: &str) -> String {
     format!("^(?:{pattern})$")
 }
 
+/// 2^63 as an `f64`: whole numbers in `-2^63..2^63` fit an `i64`.
+const I64_BOUND: f64 = 9_223_372_036_854_775_808.0;
+
 /// A caller-supplied name, shortened and made printable for an error message.
 fn shown(name: &str) -> String {
     let mut s: String = name.chars().take(64).collect();
@@ -245,12 +248,20 @@ impl Compiled {
             }
             ParamType::Integer => {
                 let n = match v {
-                    Value::Number(n) => match n.as_i64() {
-                        Some(i) => i,
-                        None if n.is_u64() => {
-                            return Err("is out of the 64-bit integer range".into());
+                    Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+                        (Some(i), _) => i,
+                        // A number written with a fraction part or an exponent (`1.0`, `2e3`)
+                        // is an integer when its value is one, as in JSON Schema; `as` is
+                        // exact here, the value being whole and inside the range.
+                        (None, Some(f))
+                            if f.fract() == 0.0 && (-I64_BOUND..I64_BOUND).contains(&f) =>
+                        {
+                            f as i64
                         }
-                        None => return Err("must be an integer, not a fraction".into()),
+                        (None, Some(f)) if f.fract() != 0.0 => {
+                            return Err("must be an integer, not a fraction".into());
+                        }
+                        (None, _) => return Err("is out of the 64-bit integer range".into()),
                     },
                     Value::String(t) => {
                         let digits = t.strip_prefix('-').unwrap_or(t);
@@ -388,6 +399,27 @@ mod tests {
                 ],
             ),
             (
+                // A whole number written as a float is an integer, as in JSON Schema.
+                raw(&[
+                    ("id", json!("a")),
+                    ("limit", serde_json::from_str("1.0").unwrap()),
+                ]),
+                vec![
+                    ("id", ParamValue::String("a".into())),
+                    ("limit", ParamValue::Integer(1)),
+                ],
+            ),
+            (
+                raw(&[
+                    ("id", json!("a")),
+                    ("limit", serde_json::from_str("5e1").unwrap()),
+                ]),
+                vec![
+                    ("id", ParamValue::String("a".into())),
+                    ("limit", ParamValue::Integer(50)),
+                ],
+            ),
+            (
                 raw(&[
                     ("id", json!("a")),
                     ("limit", json!("7")),
@@ -479,6 +511,29 @@ mod tests {
             (
                 raw(&[("id", json!("a")), ("limit", json!(u64::MAX))]),
                 &["`limit`", "out of the 64-bit"],
+            ),
+            (
+                // Parsed as a float (past u64), whole: out of range, not a fraction.
+                raw(&[
+                    ("id", json!("a")),
+                    (
+                        "limit",
+                        serde_json::from_str("99999999999999999999999").unwrap(),
+                    ),
+                ]),
+                &["`limit`", "out of the 64-bit"],
+            ),
+            (
+                raw(&[("id", json!("a")), ("limit", json!(9.3e18))]),
+                &["`limit`", "out of the 64-bit"],
+            ),
+            (
+                raw(&[("id", json!("a")), ("limit", json!(0.5))]),
+                &["`limit`", "fraction"],
+            ),
+            (
+                raw(&[("id", json!("a")), ("limit", json!(1.0e2 + 1.0))]),
+                &["`limit`", "at most 100"],
             ),
             (
                 raw(&[("id", json!("a")), ("limit", json!("99999999999999999999"))]),
