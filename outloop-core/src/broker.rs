@@ -271,6 +271,16 @@ fn warn_on_alert(record: &AuditRecord) {
     );
 }
 
+/// A printable, bounded form of a name the caller sent (an action, alias, credential or
+/// command name), for messages and the audit record: control characters become `?`, and at
+/// most `max` characters are kept.
+fn shown(s: &str, max: usize) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .take(max)
+        .collect()
+}
+
 /// Collects the facts of one attempt for its audit record.
 ///
 /// Until [`Attempt::take_record`] hands the record over for its append, the attempt is
@@ -388,7 +398,13 @@ impl Broker {
     /// Dropping the returned future before it completes (its caller went away) appends the
     /// attempt's record as it drops, with `outcome = "cancelled"`.
     pub async fn call(&self, request: CallRequest) -> Result<CallResult> {
-        let mut attempt = Attempt::new(&request.workspace, &request.action, &self.audit);
+        // A name that is no action is recorded bounded: the caller chose it, at any length.
+        let recorded = if self.actions.contains_key(&request.action) {
+            request.action.clone()
+        } else {
+            shown(&request.action, 100)
+        };
+        let mut attempt = Attempt::new(&request.workspace, &recorded, &self.audit);
         let outcome = self.run(&request, &mut attempt).await;
         let rec = &mut attempt.record;
         // Only declared parameter names reach the audit: an invented name could be anything.
@@ -475,7 +491,10 @@ impl Broker {
         self.actions.get(name).ok_or_else(|| {
             Error::new(
                 ErrorKind::UnknownAction,
-                format!("no action `{name}` in the host config (see `outloop actions`)"),
+                format!(
+                    "no action `{}` in the host config (see `outloop actions`)",
+                    shown(name, 100)
+                ),
             )
         })
     }

@@ -336,6 +336,25 @@ async fn an_approved_request_runs_once() {
     assert_eq!(recs.last().unwrap().outcome, "ok");
 }
 
+/// A name that is no action is refused, and it is bounded in the message and the audit
+/// record, whatever its length.
+#[tokio::test]
+async fn an_unknown_action_name_is_bounded_in_the_error_and_the_record() {
+    let s = setup();
+    let name = format!("nope\n{}", "x".repeat(1 << 20));
+    let e = s.broker.call(req(&s.acme, &name, None)).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::UnknownAction);
+    assert!(e.message().starts_with("no action `nope?xxx"), "{e}");
+    assert!(e.message().len() < 200, "{} bytes", e.message().len());
+    let recs = s.audit.0.lock().unwrap();
+    let rec = recs.last().unwrap();
+    assert_eq!(rec.outcome, "unknown_action");
+    assert_eq!(rec.action.chars().count(), 100);
+    assert!(rec.action.starts_with("nope?xxx"), "{}", rec.action);
+    assert!(serde_json::to_string(rec).unwrap().len() < 1000);
+    assert_eq!(s.backend.reads(), 0);
+}
+
 /// A request whose caller goes away mid-flight (its future dropped, as when an MCP client
 /// disconnects or the runtime shuts down) is still audited, as `cancelled`.
 #[tokio::test]

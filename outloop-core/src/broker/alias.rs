@@ -275,14 +275,6 @@ const DROPPED_RESPONSE: [&str; 7] = [
     "upgrade",
 ];
 
-/// A printable, bounded form of what the agent asked for, for the audit record.
-fn shown(s: &str, max: usize) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .take(max)
-        .collect()
-}
-
 impl Broker {
     /// Steps 1–8 of the request flow for an alias: workspace → tenant → policy (target
     /// `alias:<name>`, plus the alias's own `allow = ["METHOD /glob"]` rules) → credential →
@@ -312,12 +304,12 @@ impl Broker {
     /// Dropping the returned future before it completes (its caller went away) appends the
     /// attempt's record as it drops, with `outcome = "cancelled"`.
     pub async fn request(&self, request: AliasRequest) -> Result<AliasResponse> {
-        let target = format!("alias:{}", shown(&request.alias, 100));
+        let target = format!("alias:{}", super::shown(&request.alias, 100));
         let mut attempt = Attempt::new(&request.workspace, &target, &self.audit);
         attempt.record.request = Some(format!(
             "{} {}",
-            shown(&request.method, 10),
-            shown(&request.path, 300)
+            super::shown(&request.method, 10),
+            super::shown(&request.path, 300)
         ));
         let mut outcome = self.run_alias(&request, &mut attempt).await;
         let rec = &mut attempt.record;
@@ -365,7 +357,7 @@ impl Broker {
                 ErrorKind::UnknownAction,
                 format!(
                     "no alias `{}` in the host config (see `outloop actions`)",
-                    shown(name, 100)
+                    super::shown(name, 100)
                 ),
             )
         })?;

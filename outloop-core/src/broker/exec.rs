@@ -66,7 +66,7 @@ impl ExecCredential {
         };
         let c = Self { name, variable };
         c.check()
-            .map_err(|e| e.context(format!("--credential `{}`", shown(spec))))?;
+            .map_err(|e| e.context(format!("--credential `{}`", super::shown(spec, 80))))?;
         Ok(c)
     }
 
@@ -79,13 +79,6 @@ impl ExecCredential {
         }
         check_variable(&self.variable)
     }
-}
-
-fn shown(s: &str) -> String {
-    s.chars()
-        .take(80)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
 }
 
 /// A request to run a command with credentials in its environment.
@@ -408,7 +401,7 @@ impl Broker {
         let mut seen = std::collections::BTreeSet::new();
         for c in &request.credentials {
             c.check()
-                .map_err(|e| e.context(format!("--credential `{}`", shown(&c.name))))?;
+                .map_err(|e| e.context(format!("--credential `{}`", super::shown(&c.name, 80))))?;
             if !seen.insert(c.variable.as_str()) {
                 return Err(Error::new(
                     ErrorKind::Usage,
