@@ -21,7 +21,7 @@
 //! forever on a machine without a desktop). A locked collection or item is reported at once
 //! as [`ErrorKind::Unauthenticated`] with "unlock your keyring"; anything else that does not
 //! answer is cut off by the backend's `timeout` (see
-//! [`LayerSettings`](outloop_core::backend::settings::LayerSettings)).
+//! [`LayerSettings`]).
 //!
 //! # Settings
 //!

@@ -55,6 +55,8 @@ impl Paths {
     ///
     /// [`ErrorKind::Config`] when `OUTLOOP_HOME` is relative, or when no home directory can be
     /// found for the platform directories.
+    ///
+    /// [`ErrorKind::Config`]: crate::ErrorKind::Config
     pub fn from_env() -> Result<Self> {
         match std::env::var_os("OUTLOOP_HOME") {
             Some(h) if h.is_empty() => Err(Error::config(
@@ -591,6 +593,8 @@ impl Pack {
     ///
     /// [`ErrorKind::Config`] with one line `file:line: key: problem` when the file cannot be
     /// read, is not TOML, has an unknown key, or an action or alias is invalid.
+    ///
+    /// [`ErrorKind::Config`]: crate::ErrorKind::Config
     pub fn load(file: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(file).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
@@ -822,6 +826,8 @@ impl HostConfig {
     /// malformed, a key is unknown, a value is out of range, an include matches a bad pack,
     /// or the config is inconsistent (an unknown tenant in policy, a workspace bound twice,
     /// a placeholder outside the URL path, …).
+    ///
+    /// [`ErrorKind::Config`]: crate::ErrorKind::Config
     pub fn load(paths: &Paths) -> Result<Self> {
         let file = paths.config_file();
         let text = read(&file)?;

@@ -3,7 +3,7 @@
 //! An agent working in a bound **workspace** asks for an approved **action**. The
 //! [`Broker`](broker::Broker) resolves the workspace's **tenant** from the host config, asks the
 //! **policy** for a decision, resolves the tenant's **credentials** from a
-//! [`SecretBackend`](backend::SecretBackend), performs the call host-side, **redacts** the result
+//! [`SecretBackend`], performs the call host-side, **redacts** the result
 //! and appends an **audit record**. See DESIGN.md for the vocabulary and the request flow.
 
 pub mod action;

@@ -408,8 +408,8 @@ pub enum ExecEndExit {
 /// A secret value on the wire: standard base64 (RFC 4648 section 4) in a JSON string.
 ///
 /// Encoding goes through a zeroizing buffer; decoding reads the string borrowed from the
-/// caller's line buffer (base64 needs no JSON escape) into a [`SecretValue`]. `Debug` shows
-/// the length only.
+/// caller's line buffer (base64 needs no JSON escape) into a
+/// [`SecretValue`](outloop_core::SecretValue). `Debug` shows the length only.
 #[derive(Clone, PartialEq, Eq)]
 pub struct WireSecret(pub outloop_core::SecretValue);
 

@@ -11,6 +11,8 @@
 //! exponential backoff from [`RetryPolicy::base_delay`]. A `Retry-After` longer than
 //! [`RetryPolicy::max_wait`] is not waited for: the error is returned at once, so a call
 //! never stalls for minutes.
+//!
+//! [`ErrorKind::RateLimited`]: crate::ErrorKind::RateLimited
 
 use std::sync::Arc;
 use std::time::Duration;
