@@ -427,7 +427,18 @@ async fn actions(paths: &Paths, json: bool) -> Result<u8> {
 async fn call(paths: &Paths, args: CallArgs) -> Result<u8> {
     let params = parse_params(&args.params)?;
     // Through the daemon when one runs, else in-process; the same answer either way.
-    let result = crate::daemon::client::call(paths, args.action, params, args.tenant).await?;
+    let call = crate::daemon::client::call(paths, args.action, params, args.tenant);
+    // SIGINT or SIGTERM while the call runs (or waits for approval) drops it: in-process,
+    // the broker then appends its record as `cancelled`; a daemon finishes and audits it.
+    // Biased, the listeners are in place before the call is first polled.
+    let result = tokio::select! {
+        biased;
+        signal = interrupted() => {
+            errln!("outloop: call: stopped by signal {signal}; the attempt is in the audit log");
+            return Ok(128 + signal);
+        }
+        r = call => r?,
+    };
     if args.json {
         let v = serde_json::to_string(&result)
             .map_err(|e| Error::internal(format!("cannot encode the result: {e}")))?;
@@ -444,6 +455,22 @@ async fn call(paths: &Paths, args: CallArgs) -> Result<u8> {
         outln!("{}", result.body.trim_end_matches('\n'));
     }
     Ok(0)
+}
+
+/// Waits for SIGINT or SIGTERM and returns its number (2 or 15); never returns when neither
+/// can be listened for.
+async fn interrupted() -> u8 {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => tokio::select! {
+            _ = int.recv() => 2,
+            _ = term.recv() => 15,
+        },
+        _ => std::future::pending().await,
+    }
 }
 
 async fn explain(paths: &Paths, args: ExplainArgs) -> Result<u8> {
