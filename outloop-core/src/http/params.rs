@@ -15,7 +15,8 @@ pub const DEFAULT_MAX_LENGTH: usize = 1024;
 /// Checks raw parameters against their declared specs and returns them in canonical form.
 ///
 /// `raw` maps names to JSON values. The CLI passes every value as a JSON string, so an
-/// `integer` parameter accepts a JSON number or a decimal string (`"42"`), and a `boolean`
+/// `integer` parameter accepts a JSON number (also a whole one written `1.0` or `5e1`, within
+/// ±2^53) or a string of decimal digits (`"42"`), and a `boolean`
 /// accepts `true`/`false` or `"true"`/`"false"`. A JSON `null` counts as not given. Absent
 /// parameters take their `default`; the result holds every parameter that has a value.
 ///
@@ -68,8 +69,8 @@ fn anchored(pattern: &str) -> String {
     format!("^(?:{pattern})$")
 }
 
-/// 2^63 as an `f64`: whole numbers in `-2^63..2^63` fit an `i64`.
-const I64_BOUND: f64 = 9_223_372_036_854_775_808.0;
+/// 2^53: every whole number up to this magnitude is exact in an `f64`.
+const EXACT_IN_F64: f64 = 9_007_199_254_740_992.0;
 
 /// A caller-supplied name, shortened and made printable for an error message.
 fn shown(name: &str) -> String {
@@ -251,30 +252,36 @@ impl Compiled {
                     Value::Number(n) => match (n.as_i64(), n.as_f64()) {
                         (Some(i), _) => i,
                         // A number written with a fraction part or an exponent (`1.0`, `2e3`)
-                        // is an integer when its value is one, as in JSON Schema; `as` is
-                        // exact here, the value being whole and inside the range.
-                        (None, Some(f))
-                            if f.fract() == 0.0 && (-I64_BOUND..I64_BOUND).contains(&f) =>
-                        {
-                            f as i64
-                        }
+                        // is an integer when its value is one, as in JSON Schema, as long as
+                        // the float holds it exactly (within ±2^53; `as` is exact there).
+                        (None, Some(f)) if f.fract() == 0.0 && f.abs() <= EXACT_IN_F64 => f as i64,
                         (None, Some(f)) if f.fract() != 0.0 => {
                             return Err("must be an integer, not a fraction".into());
                         }
-                        (None, _) => return Err("is out of the 64-bit integer range".into()),
+                        // Past ±2^53 the float may already differ from what was written
+                        // (serde_json reads integers past the 64-bit range as floats too).
+                        (None, _) => {
+                            return Err("is out of the 64-bit integer range, or past ±2^53 \
+                                        written with a fraction part or exponent"
+                                .into());
+                        }
                     },
                     Value::String(t) => {
                         let digits = t.strip_prefix('-').unwrap_or(t);
                         if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
                             return Err(
-                                "must be an integer (a JSON number or a decimal string)".into()
+                                "must be an integer (a JSON number, or a string of decimal digits)"
+                                    .into(),
                             );
                         }
                         t.parse::<i64>()
                             .map_err(|_| "is out of the 64-bit integer range".to_owned())?
                     }
                     _ => {
-                        return Err("must be an integer (a JSON number or a decimal string)".into());
+                        return Err(
+                            "must be an integer (a JSON number, or a string of decimal digits)"
+                                .into(),
+                        );
                     }
                 };
                 if let Some(min) = s.min
@@ -526,6 +533,25 @@ mod tests {
             (
                 raw(&[("id", json!("a")), ("limit", json!(9.3e18))]),
                 &["`limit`", "out of the 64-bit"],
+            ),
+            (
+                // Past i64::MIN, read as a float that rounds to it: refused, not clamped.
+                raw(&[
+                    ("id", json!("a")),
+                    (
+                        "limit",
+                        serde_json::from_str("-9223372036854775809").unwrap(),
+                    ),
+                ]),
+                &["`limit`", "out of the 64-bit"],
+            ),
+            (
+                // In range but past 2^53 as a float: the float is not what was written.
+                raw(&[
+                    ("id", json!("a")),
+                    ("limit", serde_json::from_str("9007199254740993.0").unwrap()),
+                ]),
+                &["`limit`", "past ±2^53"],
             ),
             (
                 raw(&[("id", json!("a")), ("limit", json!(0.5))]),
