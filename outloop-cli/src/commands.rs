@@ -427,13 +427,12 @@ async fn actions(paths: &Paths, json: bool) -> Result<u8> {
 async fn call(paths: &Paths, args: CallArgs) -> Result<u8> {
     let params = parse_params(&args.params)?;
     // Through the daemon when one runs, else in-process; the same answer either way.
-    let call = crate::daemon::client::call(paths, args.action, params, args.tenant);
     // SIGINT or SIGTERM while the call runs (or waits for approval) drops it: in-process,
     // the broker then appends its record as `cancelled`; a daemon finishes and audits it.
-    // Biased, the listeners are in place before the call is first polled.
+    let stop = interrupted();
+    let call = crate::daemon::client::call(paths, args.action, params, args.tenant);
     let result = tokio::select! {
-        biased;
-        signal = interrupted() => {
+        signal = stop => {
             errln!("outloop: call: stopped by signal {signal}; the attempt is in the audit log");
             return Ok(128 + signal);
         }
@@ -457,19 +456,22 @@ async fn call(paths: &Paths, args: CallArgs) -> Result<u8> {
     Ok(0)
 }
 
-/// Waits for SIGINT or SIGTERM and returns its number (2 or 15); never returns when neither
-/// can be listened for.
-async fn interrupted() -> u8 {
+/// Listens for SIGINT and SIGTERM from the moment it is called; the future resolves to the
+/// number of the first to arrive (2 or 15), and never when the listeners cannot be set up.
+pub(crate) fn interrupted() -> impl std::future::Future<Output = u8> {
     use tokio::signal::unix::{SignalKind, signal};
-    match (
+    let listeners = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
-    ) {
-        (Ok(mut int), Ok(mut term)) => tokio::select! {
-            _ = int.recv() => 2,
-            _ = term.recv() => 15,
-        },
-        _ => std::future::pending().await,
+    );
+    async move {
+        match listeners {
+            (Ok(mut int), Ok(mut term)) => tokio::select! {
+                _ = int.recv() => 2,
+                _ = term.recv() => 15,
+            },
+            _ => std::future::pending().await,
+        }
     }
 }
 

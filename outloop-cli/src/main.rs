@@ -70,7 +70,13 @@ fn main() -> ExitCode {
         }
     };
     let json = cli.json_errors();
-    match runtime.block_on(commands::run(cli)) {
+    let outcome = runtime.block_on(commands::run(cli));
+    // Shutting down drops the tasks still running (a broker request dropped this way appends
+    // its audit record as `cancelled`), then waits for blocking work. A read of stdin stays
+    // blocked while the peer keeps it open (an MCP client that sent a signal instead of
+    // closing it), so the wait is bounded; audit appends take milliseconds.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match outcome {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             errln!("outloop: {}", e.message());

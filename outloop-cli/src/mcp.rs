@@ -911,12 +911,25 @@ pub async fn run(paths: Paths, workspace: Option<PathBuf>) -> Result<u8> {
     let server = Server {
         state: Arc::clone(&state),
     };
-    let running = server
-        .serve(rmcp::transport::stdio())
-        .await
-        .map_err(|e| Error::new(ErrorKind::Io, format!("MCP handshake failed: {e}")))?;
+    // SIGINT or SIGTERM (how clients stop a server that outlived its stdin) ends the session
+    // at once. Calls still in flight are dropped when the runtime shuts down, and the broker
+    // appends each one's audit record as `cancelled`.
+    let stop = crate::commands::interrupted();
+    tokio::pin!(stop);
+    let running = tokio::select! {
+        r = server.serve(rmcp::transport::stdio()) => {
+            r.map_err(|e| Error::new(ErrorKind::Io, format!("MCP handshake failed: {e}")))?
+        }
+        signal = &mut stop => return Ok(128 + signal),
+    };
     let watcher = tokio::spawn(watch(state, running.peer().clone(), seen));
-    let quit = running.waiting().await;
+    let quit = tokio::select! {
+        quit = running.waiting() => quit,
+        signal = &mut stop => {
+            watcher.abort();
+            return Ok(128 + signal);
+        }
+    };
     watcher.abort();
     if let Err(e) = quit {
         errln!("outloop mcp: the server task failed: {e}");

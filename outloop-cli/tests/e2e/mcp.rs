@@ -322,3 +322,48 @@ auth = {{ type = "bearer" }}
     assert_eq!(verify.code, 0, "{}", verify.stderr);
     env.assert_no_leak();
 }
+
+/// SIGTERM or SIGINT to the server (how a client stops one that outlived its stdin) ends it
+/// with 128 + the signal at once, and a call still held for approval is audited as
+/// `cancelled`.
+#[test]
+fn a_signal_ends_the_session_and_a_held_call_is_audited_as_cancelled() {
+    use std::io::{BufRead, Write};
+    crate::support::sigint_reaches_children();
+    for (signal, code) in [("-TERM", 143), ("-INT", 130)] {
+        let env = Env::new(&config());
+        let (child, mut stdin, mut stdout) = raw_session(&env);
+        writeln!(
+            stdin,
+            r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"echo__headers","arguments":{{}}}}}}"#
+        )
+        .unwrap();
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert!(line.contains("approval_required"), "{signal}: {line}");
+        let killed = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let out = child.wait_with_output().unwrap();
+        env.seen.lock().unwrap().extend_from_slice(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{signal}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let log = std::fs::read_to_string(env.audit_path()).unwrap();
+        let records: Vec<serde_json::Value> = log
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(records.len(), 1, "{signal}: {log}");
+        assert_eq!(records[0]["action"], "echo.headers");
+        assert_eq!(records[0]["decision"], "approve");
+        assert_eq!(records[0]["outcome"], "cancelled", "{signal}: {log}");
+        drop(stdin);
+        env.assert_no_leak();
+    }
+}
