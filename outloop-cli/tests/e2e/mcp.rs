@@ -299,27 +299,7 @@ auth = {{ type = "bearer" }}
         !rest.contains(r#""id":2"#),
         "the 10 s call answered: {rest}"
     );
-    let records: Vec<serde_json::Value> = std::fs::read_to_string(env.audit_path())
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let delay: Vec<_> = records
-        .iter()
-        .filter(|r| r["action"] == "echo.delay")
-        .collect();
-    assert_eq!(delay.len(), 1, "{records:?}");
-    assert_eq!(delay[0]["decision"], "allow");
-    assert_eq!(delay[0]["outcome"], "cancelled");
-    assert!(
-        delay[0]["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("the caller went away")),
-        "{:?}",
-        delay[0]
-    );
-    let verify = env.run(&["audit", "verify"], &env.root);
-    assert_eq!(verify.code, 0, "{}", verify.stderr);
+    env.assert_one_cancelled_record("echo.delay", "allow", "stdin closed");
     env.assert_no_leak();
 }
 
@@ -341,11 +321,7 @@ fn a_signal_ends_the_session_and_a_held_call_is_audited_as_cancelled() {
         let mut line = String::new();
         stdout.read_line(&mut line).unwrap();
         assert!(line.contains("approval_required"), "{signal}: {line}");
-        let killed = Command::new("kill")
-            .args([signal, &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(killed.success());
+        crate::support::send_signal(child.id(), signal);
         let out = child.wait_with_output().unwrap();
         env.seen.lock().unwrap().extend_from_slice(&out.stderr);
         assert_eq!(
@@ -354,15 +330,7 @@ fn a_signal_ends_the_session_and_a_held_call_is_audited_as_cancelled() {
             "{signal}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let log = std::fs::read_to_string(env.audit_path()).unwrap();
-        let records: Vec<serde_json::Value> = log
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        assert_eq!(records.len(), 1, "{signal}: {log}");
-        assert_eq!(records[0]["action"], "echo.headers");
-        assert_eq!(records[0]["decision"], "approve");
-        assert_eq!(records[0]["outcome"], "cancelled", "{signal}: {log}");
+        env.assert_one_cancelled_record("echo.headers", "approve", signal);
         drop(stdin);
         env.assert_no_leak();
     }

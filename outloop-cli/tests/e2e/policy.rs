@@ -114,26 +114,12 @@ fn a_call_stopped_by_a_signal_while_held_is_audited_as_cancelled() {
     for (signal, code) in [("-INT", 130), ("-TERM", 143)] {
         let (env, rec) = env_with("approve = [\"rec.send\"]");
         let (child, _id) = call_until_held(&env, &["call", "rec.send", "-p", "to=ada@example.com"]);
-        let killed = Command::new("kill")
-            .args([signal, &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(killed.success());
+        crate::support::send_signal(child.id(), signal);
         // (call_until_held has read and closed stderr.)
         let out = child.wait_with_output().unwrap();
         assert_eq!(out.status.code(), Some(code), "{signal}");
         assert!(rec.requests().is_empty(), "{signal}: sent unapproved");
-        let log = std::fs::read_to_string(env.audit_path()).unwrap();
-        let records: Vec<serde_json::Value> = log
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        assert_eq!(records.len(), 1, "{signal}: {log}");
-        assert_eq!(records[0]["action"], "rec.send");
-        assert_eq!(records[0]["decision"], "approve");
-        assert_eq!(records[0]["outcome"], "cancelled", "{signal}: {log}");
-        let verify = env.run(&["audit", "verify"], &env.root);
-        assert_eq!(verify.code, 0, "{}", verify.stderr);
+        env.assert_one_cancelled_record("rec.send", "approve", signal);
         env.assert_no_leak();
     }
 }

@@ -55,6 +55,15 @@ pub fn sigint_reaches_children() {
     });
 }
 
+/// Sends `signal` (`kill`'s spelling: `-INT`, `-TERM`) to process `pid`, with kill(1).
+pub fn send_signal(pid: u32, signal: &str) {
+    let sent = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill {signal} {pid}");
+}
+
 /// A scratch setup: OUTLOOP_HOME, workspaces for two tenants and an unbound directory, and
 /// every byte the broker printed (for the leak check).
 pub struct Env {
@@ -145,6 +154,24 @@ impl Env {
 
     pub fn audit_path(&self) -> PathBuf {
         self.home.join("audit.jsonl")
+    }
+
+    /// Asserts that the audit log holds exactly one record, for `action`, decided `decision`,
+    /// with `outcome = "cancelled"`, and that its chain verifies; `what` labels failures.
+    pub fn assert_one_cancelled_record(&self, action: &str, decision: &str, what: &str) {
+        let log = std::fs::read_to_string(self.audit_path()).unwrap_or_default();
+        let records: Vec<serde_json::Value> = log
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(records.len(), 1, "{what}: {log}");
+        assert_eq!(records[0]["action"], action, "{what}: {log}");
+        assert_eq!(records[0]["decision"], decision, "{what}: {log}");
+        assert_eq!(records[0]["outcome"], "cancelled", "{what}: {log}");
+        let reason = records[0]["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains("the caller went away"), "{what}: {log}");
+        let verify = self.run(&["audit", "verify"], &self.root);
+        assert_eq!(verify.code, 0, "{what}: {}", verify.stderr);
     }
 
     pub fn set_secret(&self, reference: &str, value: &str, file_as: Option<(&str, &str)>) {
