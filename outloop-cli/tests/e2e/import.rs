@@ -377,11 +377,7 @@ fn interrupted_while_waiting_for_the_config_lock_changes_nothing() {
     let mut line = String::new();
     err.read_line(&mut line).unwrap();
     assert!(line.starts_with("waiting for the config lock "), "{line}");
-    let killed = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    crate::support::send_signal(child.id(), "-INT");
     let out = child.wait_with_output().unwrap();
     assert!(!out.status.success());
     drop(lock);
