@@ -471,6 +471,7 @@ impl RedactorBuilder {
         let mut mark = |a: u8, b: Option<u8>| {
             first_bytes.insert(a);
             if let Some(b) = b {
+                first_bytes.insert_second(b);
                 let i = usize::from(a) << 8 | usize::from(b);
                 pairs[i / 64] |= 1 << (i % 64);
             }
