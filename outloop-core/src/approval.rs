@@ -4,7 +4,9 @@
 //! exact request (action or alias, tenant, canonical parameters, method and path) and waits.
 //! A human decides with `outloop approve <id>` or `outloop reject <id>` from outside every
 //! bound workspace. An approval is single-use (the waiting request consumes it) and expires
-//! (5 minutes by default). Each approval is one JSON file, mode 0600, in
+//! (5 minutes by default). When the waiting request goes away first (its caller was
+//! interrupted or disconnected), its approval is withdrawn, so no human approves a request
+//! that will never run. Each approval is one JSON file, mode 0600, in
 //! `<state dir>/approvals/`, changed under an exclusive lock on a sibling lock file.
 
 use std::fs::{File, OpenOptions};
@@ -32,6 +34,9 @@ pub enum ApprovalState {
     Consumed,
     /// Not decided in time.
     Expired,
+    /// The waiting request went away before it could run (its caller was interrupted or
+    /// disconnected); nothing was sent.
+    Withdrawn,
 }
 
 /// One held request and its decision. The fields are the JSON file's format.
@@ -207,6 +212,24 @@ impl ApprovalStore {
         Ok(a)
     }
 
+    /// For a waiting request that goes away: withdraws its approval if it is still pending,
+    /// or approved but not yet consumed, and returns the state it found.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Usage`] when the id is unknown; [`ErrorKind::Io`] when the store cannot
+    /// be read or written.
+    pub fn withdraw(&self, id: &str) -> Result<ApprovalState> {
+        let _lock = self.lock()?;
+        let mut a = self.read(id)?;
+        let found = a.state;
+        if matches!(found, ApprovalState::Pending | ApprovalState::Approved) {
+            a.state = ApprovalState::Withdrawn;
+            self.write(&a)?;
+        }
+        Ok(found)
+    }
+
     /// For the waiting request: consumes an approved approval (single use), marks a pending
     /// one expired once `now` passes its expiry, and returns the state it found.
     ///
@@ -298,5 +321,30 @@ mod tests {
                 .to_string()
                 .contains("not an approval id")
         );
+    }
+
+    /// A withdrawn approval leaves the pending list and can no longer be decided; one
+    /// already consumed, rejected or expired stays as it was.
+    #[test]
+    fn withdraw_ends_a_pending_or_approved_approval_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = ApprovalStore::new(dir.path().join("approvals"));
+        held(&s, "0001", 100);
+        assert_eq!(s.withdraw("0001").unwrap(), ApprovalState::Pending);
+        assert!(s.pending(101).unwrap().is_empty());
+        let e = s.decide("0001", true, 102).unwrap_err();
+        assert!(e.to_string().contains("already withdrawn"), "{e}");
+        assert_eq!(s.poll("0001", 103).unwrap(), ApprovalState::Withdrawn);
+
+        held(&s, "0002", 100);
+        s.decide("0002", true, 101).unwrap();
+        assert_eq!(s.withdraw("0002").unwrap(), ApprovalState::Approved);
+        assert_eq!(s.poll("0002", 102).unwrap(), ApprovalState::Withdrawn);
+
+        held(&s, "0003", 100);
+        s.decide("0003", false, 101).unwrap();
+        assert_eq!(s.withdraw("0003").unwrap(), ApprovalState::Rejected);
+        assert_eq!(s.poll("0003", 102).unwrap(), ApprovalState::Rejected);
+        assert!(s.withdraw("0009").is_err(), "an unknown id");
     }
 }

@@ -292,6 +292,9 @@ struct Attempt {
     record: AuditRecord,
     /// The sink a dropped, still pending attempt appends to; `None` once handed over.
     pending: Option<Arc<dyn AuditSink>>,
+    /// What a drop now means, when the attempt knows better than "a backend or the upstream
+    /// may have been reached" (a request waiting for approval has sent nothing).
+    cancelled: Option<String>,
 }
 
 impl Attempt {
@@ -299,6 +302,7 @@ impl Attempt {
         Self {
             started: Instant::now(),
             pending: Some(Arc::clone(audit)),
+            cancelled: None,
             record: AuditRecord {
                 time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 request_id: uuid::Uuid::new_v4().to_string(),
@@ -337,6 +341,24 @@ impl Attempt {
     }
 }
 
+/// A held request's wait for its approval: dropped while still waiting (`id` set), it
+/// withdraws the approval, so `outloop approvals` stops listing a request that will never run
+/// and `outloop approve` on it says so.
+struct Waiting<'a> {
+    approvals: &'a ApprovalStore,
+    id: Option<&'a str>,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id
+            && let Err(e) = self.approvals.withdraw(id)
+        {
+            tracing::warn!(approval = id, error = %e, "a held request's approval could not be withdrawn");
+        }
+    }
+}
+
 impl Drop for Attempt {
     fn drop(&mut self) {
         let Some(audit) = self.pending.take() else {
@@ -345,10 +367,14 @@ impl Drop for Attempt {
         let rec = &mut self.record;
         rec.outcome = "cancelled".into();
         rec.duration_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let why = "the caller went away before the request finished (a backend or the upstream may have been reached)";
+        let why = self.cancelled.take().unwrap_or_else(|| {
+            "the caller went away before the request finished (a backend or the upstream may \
+             have been reached)"
+                .to_owned()
+        });
         rec.reason = Some(match rec.reason.take() {
             Some(r) => format!("{r}; {why}"),
-            None => why.to_owned(),
+            None => why,
         });
         // Synchronous: a drop cannot await, and at runtime shutdown a spawned task would
         // never run. One append (lock, write, fsync) on a path that is rare.
@@ -706,10 +732,21 @@ impl Broker {
             state: ApprovalState::Pending,
         })?;
         attempt.record.reason = Some(format!("held for approval as {}", held.id));
+        // Until a decision ends the wait, a request that goes away takes its approval with
+        // it, and its record says that nothing was sent.
+        let mut waiting = Waiting {
+            approvals: &self.approvals,
+            id: Some(&held.id),
+        };
+        attempt.cancelled = Some(format!(
+            "the caller went away while the request waited for approval; approval {} is \
+             withdrawn and nothing was sent",
+            held.id
+        ));
         if let Some(f) = &self.on_hold {
             f(&held);
         }
-        loop {
+        let decided = loop {
             match self
                 .approvals
                 .poll(&held.id, chrono::Utc::now().timestamp())?
@@ -719,16 +756,16 @@ impl Broker {
                 }
                 ApprovalState::Approved => {
                     attempt.record.reason = Some(format!("approved by a human ({})", held.id));
-                    return Ok(());
+                    break Ok(());
                 }
                 ApprovalState::Rejected => {
-                    return Err(Error::new(
+                    break Err(Error::new(
                         ErrorKind::PolicyDenied,
                         format!("rejected by a human (approval {})", held.id),
                     ));
                 }
-                ApprovalState::Expired | ApprovalState::Consumed => {
-                    return Err(Error::new(
+                ApprovalState::Expired | ApprovalState::Consumed | ApprovalState::Withdrawn => {
+                    break Err(Error::new(
                         ErrorKind::ApprovalRequired,
                         format!(
                             "not approved within {timeout} s (approval {}; rule: {})",
@@ -737,7 +774,10 @@ impl Broker {
                     ));
                 }
             }
-        }
+        };
+        waiting.id = None;
+        attempt.cancelled = None;
+        decided
     }
 
     /// Checks, once per credential value, that a pinned credential belongs to the pinned

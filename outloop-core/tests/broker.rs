@@ -356,7 +356,8 @@ async fn an_unknown_action_name_is_bounded_in_the_error_and_the_record() {
 }
 
 /// A request whose caller goes away mid-flight (its future dropped, as when an MCP client
-/// disconnects or the runtime shuts down) is still audited, as `cancelled`.
+/// disconnects or the runtime shuts down) is still audited, as `cancelled`; held for
+/// approval, it also withdraws its approval, and its record says nothing was sent.
 #[tokio::test]
 async fn a_request_dropped_mid_flight_is_audited_as_cancelled() {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -364,12 +365,17 @@ async fn a_request_dropped_mid_flight_is_audited_as_cancelled() {
         let _ = tx.send(a.id.clone());
     });
     let s = setup_with(600, Some(on_hold));
-    tokio::select! {
+    let store = ApprovalStore::new(s.state.join("approvals"));
+    let held_id = tokio::select! {
         r = s.broker.call(req(&s.acme, "held", None)) => {
             panic!("a held request finished unapproved: {:?}", r.map(|r| r.status));
         }
-        id = rx.recv() => assert!(id.is_some(), "the request was held"),
-    }
+        id = rx.recv() => id.expect("the request was held"),
+    };
+    // Its approval went with it: no longer listed, and a human cannot approve it.
+    assert!(store.pending(chrono_now()).unwrap().is_empty());
+    let e = store.decide(&held_id, true, chrono_now()).unwrap_err();
+    assert!(e.to_string().contains("already withdrawn"), "{e}");
     // The call's future is gone; its record was appended as it dropped.
     let before = {
         let recs = s.audit.0.lock().unwrap();
@@ -379,10 +385,11 @@ async fn a_request_dropped_mid_flight_is_audited_as_cancelled() {
         assert_eq!(rec.tenant.as_deref(), Some("acme"));
         assert_eq!(rec.decision, "approve");
         assert_eq!(rec.outcome, "cancelled");
+        let reason = rec.reason.as_deref().unwrap_or_default();
         assert!(
-            rec.reason
-                .as_deref()
-                .is_some_and(|r| r.contains("the caller went away before the request finished")),
+            reason.starts_with(&format!(
+                "held for approval as {held_id}; the caller went away"
+            )) && reason.contains("withdrawn and nothing was sent"),
             "{rec:?}"
         );
         assert_eq!(s.backend.reads(), 0);

@@ -107,19 +107,35 @@ fn a_held_request_runs_once_a_human_approves_it_from_outside_the_workspace() {
 }
 
 /// SIGINT (or SIGTERM) to `outloop call` while its request waits for approval stops it with
-/// 128 + the signal number, and the attempt is in the audit log as `cancelled`.
+/// 128 + the signal number, the attempt is in the audit log as `cancelled`, and its approval
+/// is withdrawn: no longer listed, and `outloop approve` refuses it.
 #[test]
 fn a_call_stopped_by_a_signal_while_held_is_audited_as_cancelled() {
     crate::support::sigint_reaches_children();
     for (signal, code) in [("-INT", 130), ("-TERM", 143)] {
         let (env, rec) = env_with("approve = [\"rec.send\"]");
-        let (child, _id) = call_until_held(&env, &["call", "rec.send", "-p", "to=ada@example.com"]);
+        let (child, id) = call_until_held(&env, &["call", "rec.send", "-p", "to=ada@example.com"]);
         crate::support::send_signal(child.id(), signal);
         // (call_until_held has read and closed stderr.)
         let out = child.wait_with_output().unwrap();
         assert_eq!(out.status.code(), Some(code), "{signal}");
         assert!(rec.requests().is_empty(), "{signal}: sent unapproved");
         env.assert_one_cancelled_record("rec.send", "approve", signal);
+        let r = env.run(&["approvals"], &env.root);
+        assert_eq!(r.code, 0, "{signal}: {}", r.stderr);
+        assert!(
+            r.stdout.contains("no requests are waiting for approval"),
+            "{signal}: still listed: {}",
+            r.stdout
+        );
+        let r = env.run(&["approve", &id], &env.root);
+        assert_eq!(r.code, 2, "{signal}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("already withdrawn"),
+            "{signal}: {}",
+            r.stderr
+        );
+        assert!(rec.requests().is_empty(), "{signal}: sent after approve");
         env.assert_no_leak();
     }
 }
