@@ -66,9 +66,10 @@ impl FirstBytes {
     pub(super) fn candidates(&self, block: &[u8; 64]) -> u64 {
         #[cfg(target_arch = "x86_64")]
         if let Some(simd) = pulp::x86::V3::try_new() {
+            use crate::redact::gaps::avx2::members;
             return simd.vectorize(|| {
-                let first = avx2::candidates(simd, &self.high, &self.low, block);
-                let second = avx2::candidates(simd, &self.second_high, &self.second_low, block);
+                let first = members(simd, &self.high, &self.low, block);
+                let second = members(simd, &self.second_high, &self.second_low, block);
                 first & (second >> 1 | 1 << 63)
             });
         }
@@ -84,31 +85,6 @@ impl FirstBytes {
             .iter()
             .enumerate()
             .fold(0, |bits, (i, &b)| bits | u64::from(self.contains(b)) << i)
-    }
-}
-
-/// The AVX2 form of [`FirstBytes::candidates`], through `pulp`'s safe wrappers of the
-/// `core::arch` intrinsics (run inside `V3::vectorize`, like `gaps::avx2`).
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use pulp::x86::V3;
-
-    use crate::redact::gaps::avx2::{classify, lanes};
-
-    /// See [`FirstBytes::candidates`](super::FirstBytes::candidates).
-    #[inline(always)]
-    pub(super) fn candidates(simd: V3, high: &[u8; 16], low: &[u8; 16], block: &[u8; 64]) -> u64 {
-        let (avx, avx2) = (simd.avx, simd.avx2);
-        let (high, low) = (lanes(*high), lanes(*low));
-        let zero = avx._mm256_setzero_si256();
-        // 0xff where the byte may be in the set, as the top bit of each byte.
-        let half = |bytes: &[u8; 32]| {
-            let class = classify(simd, high, low, pulp::cast(*bytes));
-            let outside = avx2._mm256_cmpeq_epi8(class, zero);
-            u64::from(!(avx2._mm256_movemask_epi8(outside) as u32))
-        };
-        let (halves, _) = block.as_chunks::<32>();
-        half(&halves[0]) | half(&halves[1]) << 32
     }
 }
 

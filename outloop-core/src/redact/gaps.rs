@@ -203,7 +203,7 @@ pub(super) mod avx2 {
     const BASE64: i8 = 0xf0_u8 as i8;
 
     /// A 16-byte table in both 128-bit lanes (`vpshufb` looks up within a lane).
-    pub(in crate::redact) fn lanes(table: [u8; 16]) -> __m256i {
+    fn lanes(table: [u8; 16]) -> __m256i {
         let mut both = [0u8; 32];
         both[..16].copy_from_slice(&table);
         both[16..].copy_from_slice(&table);
@@ -213,12 +213,7 @@ pub(super) mod avx2 {
     /// Each byte `b` of `v` classified as `high[b >> 4] & low[b & 15]`, with `high` and `low`
     /// 16-byte tables in both lanes ([`lanes`]).
     #[inline(always)]
-    pub(in crate::redact) fn classify(
-        simd: V3,
-        high: __m256i,
-        low: __m256i,
-        v: __m256i,
-    ) -> __m256i {
+    fn classify(simd: V3, high: __m256i, low: __m256i, v: __m256i) -> __m256i {
         let (avx, avx2) = (simd.avx, simd.avx2);
         let nibble = avx._mm256_set1_epi8(0x0f);
         let hi = avx2._mm256_and_si256(avx2._mm256_srli_epi16::<4>(v), nibble);
@@ -350,17 +345,29 @@ pub(super) mod avx2 {
     /// two table lookups per 32 bytes and a count of leading ones, with no branch.
     #[inline(always)]
     pub(super) fn run_at_end(simd: V3, last: &[u8; 64]) -> usize {
+        members(simd, &ALPHABET_HIGH, &ALPHABET_LOW, last).leading_ones() as usize
+    }
+
+    /// Bit `i` set for each byte `b = block[i]` whose class `high[b >> 4] & low[b & 15]` is
+    /// not zero ([`classify`]).
+    #[inline(always)]
+    pub(in crate::redact) fn members(
+        simd: V3,
+        high: &[u8; 16],
+        low: &[u8; 16],
+        block: &[u8; 64],
+    ) -> u64 {
         let (avx, avx2) = (simd.avx, simd.avx2);
-        let (high, low) = (lanes(ALPHABET_HIGH), lanes(ALPHABET_LOW));
+        let (high, low) = (lanes(*high), lanes(*low));
         let zero = avx._mm256_setzero_si256();
+        // 0xff where the class is zero, as the top bit of each byte, inverted.
         let half = |bytes: &[u8; 32]| {
             let class = classify(simd, high, low, pulp::cast(*bytes));
             let outside = avx2._mm256_cmpeq_epi8(class, zero);
             u64::from(!(avx2._mm256_movemask_epi8(outside) as u32))
         };
-        let (halves, _) = last.as_chunks::<32>();
-        let inside = half(&halves[0]) | half(&halves[1]) << 32;
-        inside.leading_ones() as usize
+        let (halves, _) = block.as_chunks::<32>();
+        half(&halves[0]) | half(&halves[1]) << 32
     }
 
     /// Appends the line gaps among the line feeds at `base + i` for each bit `i` of `feeds`.
