@@ -292,9 +292,10 @@ struct Attempt {
     record: AuditRecord,
     /// The sink a dropped, still pending attempt appends to; `None` once handed over.
     pending: Option<Arc<dyn AuditSink>>,
-    /// What a drop now means, when the attempt knows better than "a backend or the upstream
-    /// may have been reached" (a request waiting for approval has sent nothing).
-    cancelled: Option<String>,
+    /// While the request waits for a human: the approval store and the approval's id. A drop
+    /// then withdraws the approval, and the record says nothing was sent (rather than "a
+    /// backend or the upstream may have been reached") and whether the withdrawal took.
+    held: Option<(ApprovalStore, String)>,
 }
 
 impl Attempt {
@@ -302,7 +303,7 @@ impl Attempt {
         Self {
             started: Instant::now(),
             pending: Some(Arc::clone(audit)),
-            cancelled: None,
+            held: None,
             record: AuditRecord {
                 time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 request_id: uuid::Uuid::new_v4().to_string(),
@@ -341,24 +342,6 @@ impl Attempt {
     }
 }
 
-/// A held request's wait for its approval: dropped while still waiting (`id` set), it
-/// withdraws the approval, so `outloop approvals` stops listing a request that will never run
-/// and `outloop approve` on it says so.
-struct Waiting<'a> {
-    approvals: &'a ApprovalStore,
-    id: Option<&'a str>,
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        if let Some(id) = self.id
-            && let Err(e) = self.approvals.withdraw(id)
-        {
-            tracing::warn!(approval = id, error = %e, "a held request's approval could not be withdrawn");
-        }
-    }
-}
-
 impl Drop for Attempt {
     fn drop(&mut self) {
         let Some(audit) = self.pending.take() else {
@@ -367,11 +350,27 @@ impl Drop for Attempt {
         let rec = &mut self.record;
         rec.outcome = "cancelled".into();
         rec.duration_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let why = self.cancelled.take().unwrap_or_else(|| {
-            "the caller went away before the request finished (a backend or the upstream may \
-             have been reached)"
-                .to_owned()
-        });
+        let why = match self.held.take() {
+            // Withdrawn first, so that no human approves a request that will never run, and
+            // the record says whether that worked.
+            Some((approvals, id)) => match approvals.withdraw(&id) {
+                Ok(_) => format!(
+                    "the caller went away while the request waited for approval; approval \
+                     {id} is withdrawn and nothing was sent"
+                ),
+                Err(e) => {
+                    tracing::warn!(approval = %id, error = %e, "a held request's approval could not be withdrawn");
+                    format!(
+                        "the caller went away while the request waited for approval; nothing \
+                         was sent, but approval {id} could not be withdrawn ({})",
+                        e.kind()
+                    )
+                }
+            },
+            None => "the caller went away before the request finished (a backend or the \
+                     upstream may have been reached)"
+                .to_owned(),
+        };
         rec.reason = Some(match rec.reason.take() {
             Some(r) => format!("{r}; {why}"),
             None => why,
@@ -733,24 +732,20 @@ impl Broker {
         })?;
         attempt.record.reason = Some(format!("held for approval as {}", held.id));
         // Until a decision ends the wait, a request that goes away takes its approval with
-        // it, and its record says that nothing was sent.
-        let mut waiting = Waiting {
-            approvals: &self.approvals,
-            id: Some(&held.id),
-        };
-        attempt.cancelled = Some(format!(
-            "the caller went away while the request waited for approval; approval {} is \
-             withdrawn and nothing was sent",
-            held.id
-        ));
+        // it (see `Attempt`'s drop), and its record says that nothing was sent.
+        attempt.held = Some((self.approvals.clone(), held.id.clone()));
         if let Some(f) = &self.on_hold {
             f(&held);
         }
         let decided = loop {
-            match self
+            let state = match self
                 .approvals
-                .poll(&held.id, chrono::Utc::now().timestamp())?
+                .poll(&held.id, chrono::Utc::now().timestamp())
             {
+                Ok(state) => state,
+                Err(e) => break Err(e),
+            };
+            match state {
                 ApprovalState::Pending => {
                     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                 }
@@ -764,7 +759,13 @@ impl Broker {
                         format!("rejected by a human (approval {})", held.id),
                     ));
                 }
-                ApprovalState::Expired | ApprovalState::Consumed | ApprovalState::Withdrawn => {
+                ApprovalState::Withdrawn => {
+                    break Err(Error::new(
+                        ErrorKind::ApprovalRequired,
+                        format!("approval {} was withdrawn", held.id),
+                    ));
+                }
+                ApprovalState::Expired | ApprovalState::Consumed => {
                     break Err(Error::new(
                         ErrorKind::ApprovalRequired,
                         format!(
@@ -775,8 +776,15 @@ impl Broker {
                 }
             }
         };
-        waiting.id = None;
-        attempt.cancelled = None;
+        // The wait is over. A failure to read the store leaves the request unable to learn the
+        // decision, so its approval is withdrawn here too (best effort: the error that ends
+        // the request is the read's).
+        attempt.held = None;
+        if decided.is_err()
+            && let Err(e) = self.approvals.withdraw(&held.id)
+        {
+            tracing::debug!(approval = %held.id, error = %e, "approval not withdrawn");
+        }
         decided
     }
 

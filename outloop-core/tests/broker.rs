@@ -405,6 +405,38 @@ async fn a_request_dropped_mid_flight_is_audited_as_cancelled() {
     assert_eq!(recs.last().unwrap().outcome, "ok");
 }
 
+/// When the approval cannot be withdrawn (here its store's lock file has become a
+/// directory), the cancelled record says so instead of claiming it was.
+#[tokio::test]
+async fn a_dropped_held_request_whose_approval_cannot_be_withdrawn_says_so() {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let on_hold: OnHold = Arc::new(move |a: &outloop_core::approval::Approval| {
+        let _ = tx.send(a.id.clone());
+    });
+    let s = setup_with(600, Some(on_hold));
+    let mut call = Box::pin(s.broker.call(req(&s.acme, "held", None)));
+    let held_id = tokio::select! {
+        r = &mut call => panic!("a held request finished unapproved: {:?}", r.map(|r| r.status)),
+        id = rx.recv() => id.expect("the request was held"),
+    };
+    // Not polled again before the drop: the store breaks in between.
+    let lock = s.state.join("approvals").join(".lock");
+    std::fs::remove_file(&lock).unwrap();
+    std::fs::create_dir(&lock).unwrap();
+    drop(call);
+    let recs = s.audit.0.lock().unwrap();
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    assert_eq!(recs[0].outcome, "cancelled");
+    let reason = recs[0].reason.as_deref().unwrap_or_default();
+    assert!(
+        reason.contains(&format!(
+            "nothing was sent, but approval {held_id} could not be withdrawn"
+        )),
+        "{reason}"
+    );
+    assert!(!reason.contains("is withdrawn"), "{reason}");
+}
+
 fn chrono_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
