@@ -311,10 +311,7 @@ async fn account_pin_blocks_a_key_filed_under_the_wrong_account() {
 #[tokio::test]
 async fn an_approved_request_runs_once() {
     // The broker tells us when it holds the request, as it tells the CLI.
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let on_hold: OnHold = Arc::new(move |a: &outloop_core::approval::Approval| {
-        let _ = tx.send(a.id.clone());
-    });
+    let (on_hold, mut rx) = hold_ids();
     let s = Arc::new(setup_with(30, Some(on_hold)));
     let s2 = Arc::clone(&s);
     let call = tokio::spawn(async move { s2.broker.call(req(&s2.acme, "held", None)).await });
@@ -360,10 +357,7 @@ async fn an_unknown_action_name_is_bounded_in_the_error_and_the_record() {
 /// approval, it also withdraws its approval, and its record says nothing was sent.
 #[tokio::test]
 async fn a_request_dropped_mid_flight_is_audited_as_cancelled() {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let on_hold: OnHold = Arc::new(move |a: &outloop_core::approval::Approval| {
-        let _ = tx.send(a.id.clone());
-    });
+    let (on_hold, mut rx) = hold_ids();
     let s = setup_with(600, Some(on_hold));
     let store = ApprovalStore::new(s.state.join("approvals"));
     let held_id = tokio::select! {
@@ -409,10 +403,7 @@ async fn a_request_dropped_mid_flight_is_audited_as_cancelled() {
 /// directory), the cancelled record says so instead of claiming it was.
 #[tokio::test]
 async fn a_dropped_held_request_whose_approval_cannot_be_withdrawn_says_so() {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let on_hold: OnHold = Arc::new(move |a: &outloop_core::approval::Approval| {
-        let _ = tx.send(a.id.clone());
-    });
+    let (on_hold, mut rx) = hold_ids();
     let s = setup_with(600, Some(on_hold));
     let mut call = Box::pin(s.broker.call(req(&s.acme, "held", None)));
     let held_id = tokio::select! {
@@ -435,6 +426,15 @@ async fn a_dropped_held_request_whose_approval_cannot_be_withdrawn_says_so() {
         "{reason}"
     );
     assert!(!reason.contains("is withdrawn"), "{reason}");
+}
+
+/// A hold callback (as the CLI gets one) and the ids of the approvals it is called with.
+fn hold_ids() -> (OnHold, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let on_hold: OnHold = Arc::new(move |a: &outloop_core::approval::Approval| {
+        let _ = tx.send(a.id.clone());
+    });
+    (on_hold, rx)
 }
 
 fn chrono_now() -> i64 {
